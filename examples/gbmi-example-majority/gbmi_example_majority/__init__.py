@@ -1,0 +1,1 @@
+"""A template gbmi plugin: copy this folder to start your own task."""

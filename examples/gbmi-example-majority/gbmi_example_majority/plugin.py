@@ -1,0 +1,93 @@
+"""Majority of n bits: a tiny task with one model, one trainer and one proof strategy.
+
+It uses only the public API of ``gbmi_core`` and imports torch only inside the functions that need it, so
+``gbmi list-strategies`` stays fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import attrs
+
+from gbmi_core import Bound, StrategySpec, TaskSpec, TrainedModel, TrainerSpec, hookimpl
+
+TASK = "majority"
+
+
+@attrs.frozen
+class MajorityConfig:
+    n_bits: int = attrs.field(default=3, validator=attrs.validators.in_([1, 3, 5, 7]))
+    seed: int = 0
+    steps: int = 200
+
+
+def all_inputs(n_bits: int):
+    import torch
+
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n_bits)))
+
+
+def label(inputs):
+    return (inputs.sum(-1) * 2 > inputs.shape[-1]).long()
+
+
+def build_model(config: MajorityConfig):
+    import torch
+
+    torch.manual_seed(config.seed)
+    return torch.nn.Linear(config.n_bits, 2)
+
+
+def train(config: MajorityConfig, progress: bool = True) -> TrainedModel:
+    import torch
+
+    model = build_model(config)
+    inputs = all_inputs(config.n_bits)
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.1)
+    for _ in range(config.steps):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(inputs), label(inputs))
+        loss.backward()
+        optimiser.step()
+    return TrainedModel(model, {"final_loss": float(loss)})
+
+
+def check_model(model) -> None:
+    import torch
+
+    from gbmi_core import ModelRefused
+
+    if not isinstance(model, torch.nn.Linear) or model.out_features != 2:
+        raise ModelRefused("the majority task needs a torch.nn.Linear with 2 outputs")
+
+
+def verify_enumerate(model, certificate) -> Bound:
+    """Run the model on all 2^n inputs; an input counts when the right logit is strictly the largest."""
+    import torch
+
+    inputs = all_inputs(model.in_features)
+    with torch.no_grad():
+        logits = model(inputs)
+    right = logits.gather(-1, label(inputs)[:, None])[:, 0]
+    wrong = logits.gather(-1, 1 - label(inputs)[:, None])[:, 0]
+    return Bound(correct_count=int((right > wrong).sum()), total_count=inputs.shape[0])
+
+
+@hookimpl
+def gbmi_tasks():
+    return [TaskSpec(name=TASK, summary="Predict whether most of n bits are 1.", config_type=MajorityConfig,
+                     build_model=build_model, input_space="{0,1}^n_bits", label=label, check_model=check_model,
+                     presets={"five-bits": {"n_bits": 5}})]
+
+
+@hookimpl
+def gbmi_training():
+    return [TrainerSpec(task=TASK, name="adam", summary="Full-batch Adam on all inputs.", train=train)]
+
+
+@hookimpl
+def gbmi_proof_strategies():
+    return [StrategySpec(task=TASK, name="enumerate", summary="Run the model on every input.",
+                         complexity="O(2^n n)", verify=verify_enumerate,
+                         unexplained_dimension=lambda model: 2 ** model.in_features)]

@@ -1,0 +1,23 @@
+"""gbmi: compact proofs of model performance via mechanistic interpretability.
+
+The public API.  Importing this module does not import torch or transformer_lens.
+"""
+
+import pluggy
+
+from .errors import (CertificateRejected, ConfigError, CorruptEntry, DuplicateName, GbmiError, ModelRefused,
+                     PluginLoadError, StoreError, UnknownName)
+from .hookspecs import PROJECT_NAME
+from .records import Bound, Certificate, ModelSpec, ProofResult, StrategySpec, TaskSpec, TrainedModel, TrainerSpec
+from .registry import Registry, Strategy, get_registry
+from .store import Store, default_store_path
+
+#: The marker plugins put on their hook implementations: ``@gbmi_core.hookimpl``.
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+__all__ = [
+    "Bound", "Certificate", "CertificateRejected", "ConfigError", "CorruptEntry", "DuplicateName", "GbmiError",
+    "ModelRefused", "ModelSpec", "PluginLoadError", "ProofResult", "Registry", "Store", "StoreError", "Strategy",
+    "StrategySpec", "TaskSpec", "TrainedModel", "TrainerSpec", "UnknownName", "default_store_path",
+    "get_registry", "hookimpl",
+]

@@ -1,0 +1,237 @@
+"""The ``gbmi`` command line.
+
+Listing commands load plugins but never import torch or transformer_lens.  Errors print one line
+(``Error: ...``) and exit with status 1; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import sys
+import traceback
+import warnings
+
+import click
+
+from .errors import GbmiError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except GbmiError as error:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(1)
+        except Exception as error:  # noqa: BLE001 - one clear line, not a traceback
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"Error: {type(error).__name__}: {error} (run `gbmi --debug ...` for the traceback)",
+                       err=True)
+            ctx.exit(1)
+
+
+def _registry(ctx):
+    if "registry" not in ctx.obj:
+        from . import get_registry
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.formatwarning = lambda message, category, *a, **k: f"Warning: {message}\n"
+            ctx.obj["registry"] = get_registry()
+    return ctx.obj["registry"]
+
+
+def _store(ctx):
+    from .store import Store
+
+    return Store(ctx.obj.get("store"))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", type=click.Path(file_okay=False), envvar="GBMI_STORE", default=None,
+              help="Store directory (default: $GBMI_STORE, else ~/.local/share/gbmi/store).")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="gbmi-core", prog_name="gbmi")
+@click.pass_context
+def main(ctx, store, debug):
+    """gbmi: compact, computer-checked lower bounds on a model's accuracy over every input."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(store=store, debug=debug)
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _table(rows: list[list[str]], headers: list[str], right: set[int] = frozenset()) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+
+    def fmt(row):
+        cells = [str(cell).rjust(w) if i in right else str(cell).ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        return "  ".join(cells).rstrip()
+
+    lines = [fmt(headers), "  ".join("-" * w for w in widths)]
+    lines += [fmt(row) for row in rows]
+    return "\n".join(lines)
+
+
+@main.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def plugins_cmd(ctx, as_json):
+    """List the plugins found through the `gbmi` entry points, and what happened to each."""
+    registry = _registry(ctx)
+    infos = [
+        {"name": i.name, "distribution": i.distribution, "version": i.version, "status": i.status,
+         "error": i.error, "hooks": list(i.hooks)}
+        for i in registry.plugins()
+    ]
+    if as_json:
+        _echo_json(infos)
+        return
+    if not infos:
+        click.echo("No gbmi plugins are installed.")
+        return
+    rows = [[i["name"], i["distribution"] or "-", i["version"] or "-", i["status"] + (f": {i['error']}" if i["error"] else "")]
+            for i in infos]
+    click.echo(_table(rows, ["plugin", "distribution", "version", "status"]))
+
+
+@main.command("list-tasks")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_tasks(ctx, as_json):
+    """List the registered tasks."""
+    registry = _registry(ctx)
+    tasks = [{"name": t.name, "summary": t.summary, "input_space": t.input_space,
+              "presets": sorted(t.presets), "plugin": registry.provider("task", t.name)} for t in registry.tasks()]
+    if as_json:
+        _echo_json(tasks)
+        return
+    if not tasks:
+        click.echo("No tasks are registered (see `gbmi plugins`).")
+        return
+    click.echo(_table([[t["name"], t["plugin"], t["summary"]] for t in tasks], ["task", "plugin", "summary"]))
+
+
+@main.command("list-strategies")
+@click.option("--task", default=None, help="Only this task's strategies.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_strategies(ctx, task, as_json):
+    """List the registered proof strategies, sorted by task and name."""
+    registry = _registry(ctx)
+    items = [{"task": s.task, "name": s.name, "summary": s.summary, "complexity": s.complexity,
+              "family": s.spec.family, "plugin": s.plugin} for s in registry.strategies(task)]
+    if as_json:
+        _echo_json(items)
+        return
+    if not items:
+        click.echo("No proof strategies are registered (see `gbmi plugins`).")
+        return
+    rows = [[s["task"], s["name"], s["complexity"], s["summary"]] for s in items]
+    click.echo(_table(rows, ["task", "strategy", "cost", "summary"]))
+
+
+def _config_options(function):
+    function = click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
+                            help="Override one config field (VALUE is read as JSON); repeatable.")(function)
+    function = click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                            help="A .json or .toml config file.")(function)
+    function = click.option("--preset", default=None, help="A named preset of the task (see `gbmi list-tasks`).")(function)
+    function = click.option("--seed", type=int, default=None, help="The config's seed.")(function)
+    return function
+
+
+def _make_config(registry, task, seed, preset, config_file, assignments):
+    from .config import parse_assignment
+
+    overrides = dict(parse_assignment(a) for a in assignments)
+    if seed is not None:
+        overrides["seed"] = seed
+    return registry.make_config(task, preset=preset, config_file=config_file, overrides=overrides)
+
+
+@main.command("train")
+@click.argument("task")
+@_config_options
+@click.option("--retrain", is_flag=True, help="Train even if the store already holds this model.")
+@click.pass_context
+def train_cmd(ctx, task, seed, preset, config_file, assignments, retrain):
+    """Train TASK's model (or load it from the store) and print its metrics."""
+    from .config import content_hash
+
+    registry = _registry(ctx)
+    config = _make_config(registry, task, seed, preset, config_file, assignments)
+    store = _store(ctx)
+    model, metrics = registry.train_or_load(task, config, store, retrain=retrain)
+    from .models import model_hash
+
+    click.echo(f"task {task}  config {content_hash(config)}  model {model_hash(model)}  store {store.root}")
+    for key in sorted(metrics):
+        click.echo(f"  {key}: {metrics[key]}")
+
+
+def _select_strategies(registry, task, patterns):
+    strategies = registry.strategies(task)
+    if not patterns or "all" in patterns:
+        return strategies
+    chosen, seen = [], set()
+    for pattern in patterns:
+        if any(ch in pattern for ch in "*?["):
+            matched = [s for s in strategies if fnmatch.fnmatchcase(s.name, pattern)]
+            if not matched:
+                raise GbmiError(f"no strategy of task {task!r} matches {pattern!r}")
+        else:
+            matched = [registry.strategy(task, pattern)]
+        for strategy in matched:
+            if strategy.name not in seen:
+                seen.add(strategy.name)
+                chosen.append(strategy)
+    return chosen
+
+
+def format_results(results) -> str:
+    rows = [[r.strategy, f"{r.accuracy_lower_bound:.4f}", f"{r.correct_count}/{r.total_count}", f"{r.flops:.3g}",
+             "-" if r.unexplained_dimension is None else str(r.unexplained_dimension), f"{r.seconds:.2f}"]
+            for r in results]
+    return _table(rows, ["strategy", "bound", "correct/total", "FLOPs", "unexpl. dim", "seconds"],
+                  right={1, 2, 3, 4, 5})
+
+
+@main.command("prove")
+@click.argument("task")
+@_config_options
+@click.option("--strategy", "patterns", multiple=True, default=("all",), show_default=True,
+              help="A strategy name, a glob, or 'all'; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_json):
+    """Prove lower bounds on the accuracy of TASK's model (loaded, or trained when absent)."""
+    from tqdm import tqdm
+
+    registry = _registry(ctx)
+    strategies = _select_strategies(registry, task, patterns)
+    config = _make_config(registry, task, seed, preset, config_file, assignments)
+    store = _store(ctx)
+    model, _ = registry.train_or_load(task, config, store)
+    results = []
+    bar = tqdm(strategies, desc="proving", unit="strategy", file=sys.stderr, disable=len(strategies) < 2 or None)
+    for strategy in bar:
+        bar.set_postfix_str(strategy.name)
+        results.append(strategy.prove(model, store))
+    results.sort(key=lambda r: (r.flops, r.strategy))
+    if as_json:
+        _echo_json([r.to_dict() for r in results])
+    else:
+        click.echo(format_results(results))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

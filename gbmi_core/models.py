@@ -1,0 +1,103 @@
+"""Model identity and (de)serialisation: content hashes over weights, store entries, shipped model files.
+
+Models are torch modules (a ``state_dict``); torch is imported only when a model is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+from typing import Any, Mapping
+
+import numpy as np
+
+from .config import HASH_LENGTH, canonical_json, content_hash, structure, unstructure
+from .errors import CorruptEntry, ModelRefused
+
+_META = "__gbmi__"
+
+
+def model_weights(model: Any) -> dict[str, np.ndarray]:
+    """The model's weights as numpy arrays, by state-dict name."""
+    if not hasattr(model, "state_dict"):
+        raise ModelRefused(f"a {type(model).__name__} has no state_dict(); gbmi models are torch modules")
+    return {name: value.detach().cpu().numpy() for name, value in model.state_dict().items()}
+
+
+def weights_hash(weights: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        array = np.ascontiguousarray(weights[name])
+        digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:HASH_LENGTH]
+
+
+def model_hash(model: Any) -> str:
+    """A content hash of a model's weights: the same weights give the same hash anywhere."""
+    return weights_hash(model_weights(model))
+
+
+def load_weights(model: Any, weights: Mapping[str, np.ndarray]) -> Any:
+    import torch
+
+    state = {name: torch.from_numpy(np.array(value)) for name, value in weights.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CorruptEntry(f"stored weights do not fit the model built from the config: {error}") from None
+    return model
+
+
+def model_key(task: str, config: Any) -> str:
+    return f"models/{task}/{content_hash(config)}"
+
+
+def entry_attrs(task: str, config: Any, weights: Mapping[str, np.ndarray], metrics: Mapping[str, Any]) -> dict:
+    return {
+        "task": task,
+        "config_type": type(config).__qualname__,
+        "config": unstructure(config),
+        "config_hash": content_hash(config),
+        "model_hash": weights_hash(weights),
+        "metrics": json.loads(json.dumps(dict(metrics))),
+    }
+
+
+def model_from_entry(task_spec: Any, arrays: Mapping[str, np.ndarray], attributes: Mapping[str, Any], key: str):
+    """Rebuild a model from a store entry, checking that it is what the entry says it is."""
+    config = structure(task_spec.config_type, attributes["config"])
+    if content_hash(config) != attributes.get("config_hash"):
+        raise CorruptEntry(f"store entry {key!r}: its config does not hash to its recorded config hash")
+    if weights_hash(arrays) != attributes.get("model_hash"):
+        raise CorruptEntry(f"store entry {key!r}: its weights do not hash to its recorded model hash")
+    model = load_weights(task_spec.build_model(config), arrays)
+    return model, config
+
+
+def export_model_file(path: str | pathlib.Path, task: str, config: Any, model: Any,
+                      metrics: Mapping[str, Any]) -> pathlib.Path:
+    """Write a model as one ``.npz`` file (weights plus a JSON header) that :func:`read_model_file` reads."""
+    path = pathlib.Path(path)
+    weights = model_weights(model)
+    header = entry_attrs(task, config, weights, metrics)
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, **{_META: np.array(json.dumps(header, sort_keys=True))}, **weights)
+    return path
+
+
+def read_model_file(path: str | pathlib.Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a ``.npz`` model file: ``(weights, attrs)``."""
+    try:
+        with np.load(pathlib.Path(path), allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as error:
+        raise CorruptEntry(f"model file {path} cannot be read: {error}") from None
+    if _META not in arrays:
+        raise CorruptEntry(f"model file {path} has no gbmi header")
+    header = json.loads(str(arrays.pop(_META)))
+    return arrays, header
+
+
+__all__ = ["canonical_json", "model_hash", "model_weights", "weights_hash", "export_model_file", "read_model_file"]

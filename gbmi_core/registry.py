@@ -1,0 +1,301 @@
+"""The programmatic registry: what the installed plugins provide, and running proofs and training.
+
+>>> import gbmi_core
+>>> registry = gbmi_core.get_registry()
+>>> [task.name for task in registry.tasks()]          # doctest: +SKIP
+['max-of-k']
+>>> result = registry.strategy("max-of-k", "cubic").prove(model)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+import warnings
+from typing import Any, Iterable, Mapping
+
+import attrs
+
+from . import config as config_mod
+from .errors import CertificateRejected, CorruptEntry, DuplicateName, GbmiError, UnknownName
+from .plugins import GbmiPluginManager, PluginInfo, get_plugin_manager
+from .records import Bound, Certificate, ModelSpec, ProofResult, StrategySpec, TaskSpec, TrainerSpec, TrainedModel
+
+
+def _unknown(kind: str, name: str, known: Iterable[str], where: str = "") -> UnknownName:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    message = f"unknown {kind} {name!r}{where}"
+    if close:
+        message += f"; did you mean {', '.join(repr(c) for c in close)}?"
+    elif known:
+        shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+        message += f"; known: {shown}"
+    else:
+        message += f"; none is registered (is the plugin installed? see `gbmi plugins`)"
+    return UnknownName(message)
+
+
+@attrs.frozen
+class Strategy:
+    """A registered proof strategy, bound to its registry: call :meth:`prove` on a model."""
+
+    spec: StrategySpec
+    plugin: str
+    registry: "Registry" = attrs.field(repr=False, eq=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
+    def summary(self) -> str:
+        return self.spec.summary
+
+    @property
+    def complexity(self) -> str:
+        return self.spec.complexity
+
+    def search(self, model: Any, *, model_hash: str | None = None, store=None) -> Certificate:
+        """Run proof search (free) and return its certificate, reusing one cached in ``store``."""
+        from .models import model_hash as hash_model
+
+        model_hash = model_hash or hash_model(model)
+        key = f"certificates/{self.task}/{model_hash}/{self.name}"
+        if store is not None:
+            entry = store.get(key)
+            if entry is not None:
+                return Certificate(self.name, model_hash, entry.arrays, entry.attrs)
+        found = self.spec.search(model)
+        arrays, attributes = _split_certificate(found)
+        certificate = Certificate(self.name, model_hash, arrays, attributes)
+        if store is not None:
+            store.put(key, arrays, attributes)
+        return certificate
+
+    def verify(self, model: Any, certificate: Certificate, *, model_hash: str | None = None):
+        """Run verification under the FLOP counter: ``(Bound, flops)``."""
+        from .flops import FlopCounter
+        from .models import model_hash as hash_model
+
+        model_hash = model_hash or hash_model(model)
+        if certificate.strategy != self.name:
+            raise CertificateRejected(
+                f"certificate is for strategy {certificate.strategy!r}, not {self.name!r}")
+        if certificate.model_hash != model_hash:
+            raise CertificateRejected(
+                f"certificate was made for model {certificate.model_hash}, not for this model ({model_hash})")
+        with FlopCounter() as counter:
+            bound = self.spec.verify(model, certificate)
+        if not isinstance(bound, Bound):
+            raise GbmiError(f"strategy {self.task}/{self.name} returned {type(bound).__name__}, not a Bound")
+        return bound, counter
+
+    def prove(self, model: Any, store=None, *, certificate: Certificate | None = None) -> ProofResult:
+        """Check the model, search (or take ``certificate``), verify, and return a :class:`ProofResult`.
+
+        With a ``store``, the certificate is cached under the model's hash and the result is saved.
+        """
+        from .models import model_hash as hash_model
+
+        task = self.registry.task(self.task)
+        if task.check_model is not None:
+            task.check_model(model)
+        model_hash = hash_model(model)
+        start = time.perf_counter()
+        if certificate is None:
+            certificate = self.search(model, model_hash=model_hash, store=store)
+        searched = time.perf_counter()
+        bound, counter = self.verify(model, certificate, model_hash=model_hash)
+        verified = time.perf_counter()
+        dimension = self.spec.unexplained_dimension(model) if self.spec.unexplained_dimension else None
+        result = ProofResult(
+            task=self.task,
+            strategy=self.name,
+            model_hash=model_hash,
+            accuracy_lower_bound=bound.correct_count / bound.total_count,
+            correct_count=bound.correct_count,
+            total_count=bound.total_count,
+            flops=counter.total,
+            unexplained_dimension=None if dimension is None else int(dimension),
+            seconds=verified - start,
+            search_seconds=searched - start,
+            verify_seconds=verified - searched,
+            extra=bound.extra,
+        )
+        if store is not None:
+            store.put(f"results/{self.task}/{model_hash}/{self.name}", {}, result.to_dict())
+        return result
+
+
+def _split_certificate(found: Mapping[str, Any]) -> tuple[dict, dict]:
+    import numpy as np
+
+    arrays, attributes = {}, {}
+    for name, value in dict(found or {}).items():
+        if isinstance(value, np.ndarray) or type(value).__module__.startswith("torch"):
+            arrays[name] = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+        else:
+            attributes[name] = value
+    return arrays, attributes
+
+
+class Registry:
+    """What the loaded plugins provide, with provenance, sorted by name."""
+
+    def __init__(self, pm: GbmiPluginManager):
+        self.pm = pm
+        self._tasks: dict[str, tuple[TaskSpec, str]] = {}
+        self._models: dict[tuple[str, str], tuple[ModelSpec, str]] = {}
+        self._trainers: dict[str, tuple[TrainerSpec, str]] = {}
+        self._strategies: dict[tuple[str, str], tuple[StrategySpec, str]] = {}
+        self._collect()
+
+    # -- building ----------------------------------------------------------------------------------
+    def _results(self, hook_name: str, record_type: type):
+        """Call one hook per plugin, so a failing plugin is named and skipped (or raised, if strict)."""
+        caller = getattr(self.pm.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):
+            info = self.pm.infos.get(impl.plugin_name)
+            try:
+                records = list(impl.function() or ())
+                for record in records:
+                    if not isinstance(record, record_type):
+                        raise TypeError(f"{hook_name}() returned a {type(record).__name__}, "
+                                        f"not a {record_type.__name__}")
+            except Exception as error:  # noqa: BLE001
+                self.pm.fail(impl.plugin_name, info.distribution if info else None,
+                             info.version if info else None, error, f"register ({hook_name})")
+                continue
+            for record in records:
+                yield record, impl.plugin_name
+
+    def _collect(self) -> None:
+        def add(table, key, record, plugin, what):
+            if key in table:
+                other = table[key][1]
+                raise DuplicateName(f"{what} {'/'.join(key) if isinstance(key, tuple) else key!r} is "
+                                    f"registered by two plugins: {other!r} and {plugin!r}")
+            table[key] = (record, plugin)
+
+        for record, plugin in self._results("gbmi_tasks", TaskSpec):
+            add(self._tasks, record.name, record, plugin, "task")
+        for record, plugin in self._results("gbmi_models", ModelSpec):
+            add(self._models, (record.task, record.name), record, plugin, "model")
+        for record, plugin in self._results("gbmi_training", TrainerSpec):
+            add(self._trainers, record.task, record, plugin, "trainer for task")
+        for record, plugin in self._results("gbmi_proof_strategies", StrategySpec):
+            add(self._strategies, (record.task, record.name), record, plugin, "strategy")
+
+    # -- queries -----------------------------------------------------------------------------------
+    def plugins(self) -> list[PluginInfo]:
+        return sorted(self.pm.infos.values(), key=lambda info: info.name)
+
+    def tasks(self) -> list[TaskSpec]:
+        return [self._tasks[name][0] for name in sorted(self._tasks)]
+
+    def task(self, name: str) -> TaskSpec:
+        try:
+            return self._tasks[name][0]
+        except KeyError:
+            raise _unknown("task", name, self._tasks) from None
+
+    def provider(self, kind: str, *key: str) -> str:
+        table = {"task": self._tasks, "strategy": self._strategies, "model": self._models,
+                 "trainer": self._trainers}[kind]
+        return table[key[0] if len(key) == 1 else key][1]
+
+    def models(self, task: str | None = None) -> list[ModelSpec]:
+        return [spec for (t, _), (spec, _) in sorted(self._models.items()) if task is None or t == task]
+
+    def trainer(self, task: str) -> TrainerSpec:
+        self.task(task)
+        try:
+            return self._trainers[task][0]
+        except KeyError:
+            raise GbmiError(f"no plugin provides training for task {task!r}") from None
+
+    def strategies(self, task: str | None = None) -> list[Strategy]:
+        if task is not None:
+            self.task(task)
+        return [Strategy(spec, plugin, self) for (t, _), (spec, plugin) in sorted(self._strategies.items())
+                if task is None or t == task]
+
+    def strategy(self, task: str, name: str) -> Strategy:
+        self.task(task)
+        try:
+            spec, plugin = self._strategies[(task, name)]
+        except KeyError:
+            known = [n for (t, n) in self._strategies if t == task]
+            raise _unknown("strategy", name, known, f" for task {task!r}") from None
+        return Strategy(spec, plugin, self)
+
+    # -- configs and models --------------------------------------------------------------------------
+    def make_config(self, task: str, *, preset: str | None = None, config_file=None,
+                    overrides: Mapping[str, Any] | None = None):
+        """A task's config: the default, then a preset, then a file, then explicit field overrides."""
+        spec = self.task(task)
+        data: dict[str, Any] = config_mod.unstructure(spec.config_type())
+        if preset is not None:
+            if preset not in spec.presets:
+                raise _unknown("preset", preset, spec.presets, f" for task {task!r}")
+            data.update(spec.presets[preset])
+        if config_file is not None:
+            data.update(config_mod.unstructure(config_mod.load_file(spec.config_type, config_file)))
+        data.update(overrides or {})
+        return config_mod.structure(spec.config_type, data)
+
+    def train_or_load(self, task: str, config: Any, store=None, *, progress: bool = True,
+                      retrain: bool = False) -> tuple[Any, Mapping[str, Any]]:
+        """The model for ``config``: from the store, else a shipped reference model, else trained.
+
+        Returns ``(model, metrics)``.  A trained or imported model is written to the store keyed by the
+        config's content hash, so the next call loads it without training.
+        """
+        from .models import entry_attrs, model_from_entry, model_key, model_weights, read_model_file
+        from .store import Store
+
+        spec = self.task(task)
+        if not isinstance(config, spec.config_type):
+            raise GbmiError(f"task {task!r} takes a {spec.config_type.__name__} config, "
+                            f"not a {type(config).__name__}")
+        store = store if store is not None else Store()
+        key = model_key(task, config)
+        if not retrain:
+            entry = store.get(key)
+            if entry is not None:
+                try:
+                    model, _ = model_from_entry(spec, entry.arrays, entry.attrs, key)
+                    return model, entry.attrs["metrics"]
+                except CorruptEntry as error:
+                    store._set_aside(key, store._link(key), str(error))
+            reference = spec.reference_models.get(config_mod.content_hash(config))
+            if reference is not None:
+                path = reference() if callable(reference) else reference
+                arrays, attributes = read_model_file(path)
+                model, _ = model_from_entry(spec, arrays, attributes, str(path))
+                store.put(key, arrays, attributes)
+                return model, attributes["metrics"]
+        trained = self.trainer(task).train(config, progress=progress)
+        if not isinstance(trained, TrainedModel):
+            raise GbmiError(f"the trainer of task {task!r} returned a {type(trained).__name__}, not a TrainedModel")
+        weights = model_weights(trained.model)
+        store.put(key, weights, entry_attrs(task, config, weights, trained.metrics))
+        return trained.model, dict(trained.metrics)
+
+
+def get_registry(*, load_entrypoints: bool = True, plugins: Iterable[tuple[str, Any]] = ()) -> Registry:
+    """Build a registry from the installed plugins (and any extra ``(name, plugin)`` pairs given).
+
+    Each call builds a fresh one; callers that need it often should keep it.
+    """
+    pm = get_plugin_manager(load_entrypoints=load_entrypoints)
+    for name, plugin in plugins:
+        pm.register_plugin(plugin, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        return Registry(pm)
