@@ -61,14 +61,20 @@ converter = _make_converter()
 
 
 def _describe(error: BaseException, cls: type) -> str:
+    known = ", ".join(f.name for f in attrs.fields(cls))
+
+    def fmt(exc: BaseException, _type) -> str:
+        if isinstance(exc, cattrs.errors.ForbiddenExtraKeysError):
+            return f"unknown field(s) {', '.join(sorted(exc.extra_fields))} (known fields: {known})"
+        if isinstance(exc, KeyError):
+            return "required field is missing"
+        if exc.args and isinstance(exc.args[0], str):
+            return exc.args[0]
+        return str(exc)
+
     if isinstance(error, cattrs.errors.ForbiddenExtraKeysError):
-        names = ", ".join(sorted(error.extra_fields))
-        known = ", ".join(f.name for f in attrs.fields(cls))
-        return f"unknown field(s) {names} for {cls.__name__} (known fields: {known})"
-    if isinstance(error, (cattrs.BaseValidationError,)):
-        messages = cattrs.transform_error(error, path=cls.__name__)
-        return "; ".join(messages)
-    return f"{cls.__name__}: {error}"
+        return f"{fmt(error, None)} @ {cls.__name__}"
+    return "; ".join(cattrs.transform_error(error, path=cls.__name__, format_exception=fmt))
 
 
 def structure(cls: type[T], data: Any) -> T:

@@ -178,7 +178,8 @@ class Registry:
         def add(table, key, record, plugin, what):
             if key in table:
                 other = table[key][1]
-                raise DuplicateName(f"{what} {'/'.join(key) if isinstance(key, tuple) else key!r} is "
+                name = "/".join(key) if isinstance(key, tuple) else key
+                raise DuplicateName(f"{what} {name!r} is "
                                     f"registered by two plugins: {other!r} and {plugin!r}")
             table[key] = (record, plugin)
 

@@ -97,10 +97,14 @@ class Store:
             for sub in (".objects", "entries", ".corrupt"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             if not (self.root / "zarr.json").exists():
+                # Make the root a Zarr group without racing another process doing the same: build the
+                # group's metadata in a private folder, then rename it into place (identical content).
                 import zarr
 
-                group = zarr.open_group(str(self.root), mode="a")
-                group.attrs["gbmi_store"] = 1
+                private = self.root / ".objects" / f"root-{uuid.uuid4().hex}"
+                zarr.open_group(str(private), mode="w-", attributes={"gbmi_store": 1})
+                os.replace(private / "zarr.json", self.root / "zarr.json")
+                private.rmdir()
         except OSError as error:
             raise StoreError(f"cannot use store at {self.root}: {error.strerror or error}") from None
         self._ready = True

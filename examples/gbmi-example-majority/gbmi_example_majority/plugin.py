@@ -50,7 +50,8 @@ def train(config: MajorityConfig, progress: bool = True) -> TrainedModel:
         loss = torch.nn.functional.cross_entropy(model(inputs), label(inputs))
         loss.backward()
         optimiser.step()
-    return TrainedModel(model, {"final_loss": float(loss)})
+    loss = loss.detach()
+    return TrainedModel(model, {"final_loss": loss.item()})
 
 
 def check_model(model) -> None:
