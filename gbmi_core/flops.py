@@ -70,6 +70,12 @@ def written(args, kwargs, out) -> int:
     return _in_numel(args)
 
 
+def scattered(args, kwargs, out) -> int:
+    """``scatter`` writes one element per index."""
+    index = args[2] if len(args) > 2 and isinstance(args[2], torch.Tensor) else None
+    return index.numel() if index is not None else _in_numel(args)
+
+
 def reduction(args, kwargs, out) -> int:
     return max(_in_numel(args) - _out_numel(args, kwargs, out), 0)
 
@@ -161,7 +167,7 @@ _rule(free, aten.view, aten._unsafe_view, aten.reshape, aten.expand, aten.permut
       aten.empty_like, aten.full_like, aten.arange, aten.scalar_tensor, aten.lift_fresh, aten.lift_fresh_copy,
       aten._to_copy, aten.detach, aten.alias, aten._local_scalar_dense, aten.split, aten.split_with_sizes,
       aten.unbind, aten.diagonal, aten.as_strided, aten.new_zeros, aten.new_ones, aten.new_empty, aten.new_full,
-      aten.empty_strided, aten.unfold)
+      aten.empty_strided, aten.unfold, aten.nonzero)
 _rule(elementwise, aten.clone, aten.flip, aten.tril, aten.triu, aten.eye, aten.isfinite, aten.isnan,
       aten.add, aten.sub, aten.mul, aten.div, aten.neg, aten.abs, aten.exp, aten.log, aten.log1p, aten.expm1,
       aten.sqrt, aten.rsqrt, aten.pow, aten.reciprocal, aten.maximum, aten.minimum, aten.clamp, aten.clamp_min,
@@ -172,6 +178,7 @@ _rule(elementwise, aten.clone, aten.flip, aten.tril, aten.triu, aten.eye, aten.i
       aten.diag_embed, aten.isinf, aten.isneginf, aten.isposinf, aten.fmax, aten.fmin, aten.addcmul,
       aten.addcdiv, aten.mul_, aten.add_, aten.sub_, aten.div_, aten.masked_select)
 _rule(written, aten.copy_, aten.fill_, aten.index_put_, aten.index_put, aten.masked_fill_, aten.zero_)
+_rule(scattered, aten.scatter, aten.scatter_, aten.index_fill, aten.index_fill_)
 _rule(reduction, aten.sum, aten.amax, aten.amin, aten.max, aten.min, aten.argmax, aten.argmin, aten.prod,
       aten.any, aten.all, aten.aminmax, aten.count_nonzero, aten.nansum)
 _rule(mean, aten.mean, aten.nanmean)
@@ -184,6 +191,15 @@ _rule(vector_norm, aten.linalg_vector_norm)
 _rule(matmul, aten.mm, aten.bmm, aten.dot, aten.mv, aten.vdot)
 _rule(addmatmul, aten.addmm, aten.baddbmm, aten.addmv)
 _rule(svd_verify, aten._linalg_svd, aten.linalg_svd, aten.svd)
+
+
+_ACTIVE: list["FlopCounter"] = []
+
+
+def charge(flops: int, what: str = "manual") -> None:
+    """Charge work done outside torch (integer counting in Python, say) to every active counter."""
+    for counter in _ACTIVE:
+        counter.add(flops, what)
 
 
 class FlopCounter(TorchDispatchMode):
@@ -207,6 +223,8 @@ class FlopCounter(TorchDispatchMode):
         out = func(*args, **kwargs)
         packet = func.overloadpacket
         rule = COST_RULES.get(packet)
+        if rule is None and packet.__name__.endswith("_"):  # in-place variant: same cost as the op
+            rule = COST_RULES.get(getattr(aten, packet.__name__[:-1], None))
         if rule is None:
             rule = elementwise
             self.unknown_ops[packet.__name__] += 1
@@ -214,6 +232,14 @@ class FlopCounter(TorchDispatchMode):
         self.total += cost
         self.by_op[packet.__name__] += cost
         return out
+
+    def __enter__(self):
+        _ACTIVE.append(self)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        _ACTIVE.remove(self)
+        return super().__exit__(*exc)
 
     def add(self, flops: int, what: str = "manual") -> None:
         """Charge work done outside torch (e.g. integer counting in Python) by hand."""

@@ -1,0 +1,48 @@
+"""The Max-of-K config and its presets (no torch here: listing must stay fast)."""
+
+from __future__ import annotations
+
+import attrs
+from attrs import validators as v
+
+
+def _positive(instance, attribute, value):
+    if value <= 0:
+        raise ValueError(f"'{attribute.name}' must be positive (got {value})")
+
+
+def _betas(instance, attribute, value):
+    if len(value) != 2 or not all(0.0 <= b < 1.0 for b in value):
+        raise ValueError(f"'betas' must be two numbers in [0, 1) (got {list(value)})")
+
+
+@attrs.frozen
+class MaxOfKConfig:
+    """One Max-of-K model: the task's size, the architecture's width, and how it is trained.
+
+    The defaults are the paper's Max-of-4: V=64, K=4, d_model=d_head=32, one layer, one head,
+    attention-only, no LayerNorm, learned absolute positions, biases fixed at zero; AdamW (lr 1e-3,
+    betas 0.9/0.999, weight decay 0.01), batch 128, 3000 steps, fresh random samples each step.
+    """
+
+    V: int = attrs.field(default=64, validator=[v.instance_of(int), v.ge(2)])
+    K: int = attrs.field(default=4, validator=[v.instance_of(int), v.ge(2)])
+    d_model: int = attrs.field(default=32, validator=[v.instance_of(int), v.ge(1)])
+    seed: int = attrs.field(default=123, validator=[v.instance_of(int), v.ge(0)])
+    steps: int = attrs.field(default=3000, validator=[v.instance_of(int), v.ge(0)])
+    batch_size: int = attrs.field(default=128, validator=[v.instance_of(int), v.ge(1)])
+    lr: float = attrs.field(default=1e-3, validator=_positive)
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.999), validator=_betas)
+    weight_decay: float = attrs.field(default=0.01, validator=v.ge(0.0))
+    eval_samples: int = attrs.field(default=1024, validator=[v.instance_of(int), v.ge(1)])
+
+
+#: The paper's other sizes, as overrides of the default.
+PRESETS = {
+    "max-of-4": {},
+    "max-of-5": {"K": 5},
+    "max-of-10": {"K": 10},
+    "max-of-10-128v": {"K": 10, "V": 128},
+    "max-of-20": {"K": 20},
+    "max-of-20-512v": {"K": 20, "V": 512},
+}

@@ -1,0 +1,171 @@
+"""The Max-of-K model: a one-layer, one-head, attention-only HookedTransformer, and its paths.
+
+A model is accepted by the proofs only when it has exactly the architecture the proofs assume; anything
+else (an MLP, LayerNorm, several heads or layers, nonzero biases, NaN/inf weights, ...) is refused with a
+:class:`~gbmi_core.ModelRefused` naming the reason.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import torch
+
+from gbmi_core import ModelRefused
+
+from .config import MaxOfKConfig
+
+
+def build_model(config: MaxOfKConfig):
+    """A fresh HookedTransformer for ``config``, initialised from ``config.seed``, biases frozen at 0."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=1, n_heads=1, d_model=config.d_model, d_head=config.d_model, d_vocab=config.V,
+        d_vocab_out=config.V, n_ctx=config.K, attn_only=True, normalization_type=None,
+        positional_embedding_type="standard", seed=config.seed, device="cpu", act_fn=None,
+    )
+    model = HookedTransformer(cfg, move_to_device=False)
+    for name, parameter in model.named_parameters():
+        if "b_" in name.split(".")[-1]:
+            parameter.requires_grad_(False)
+    return model
+
+
+def label(tokens: torch.Tensor) -> torch.Tensor:
+    """The right answer: the largest token of each sequence.  ``[batch, K] -> [batch]``"""
+    return tokens.max(dim=-1).values
+
+
+def check_model(model) -> None:
+    """Raise :class:`ModelRefused` unless ``model`` is a HookedTransformer the Max-of-K proofs handle."""
+    cls = type(model)
+    if cls.__name__ != "HookedTransformer" or not cls.__module__.startswith("transformer_lens"):
+        raise ModelRefused(f"Max-of-K proofs take a transformer_lens HookedTransformer, not a {cls.__name__}")
+    cfg = model.cfg
+    problems = []
+    if cfg.n_layers != 1:
+        problems.append(f"it has {cfg.n_layers} layers (the proofs need exactly 1)")
+    if cfg.n_heads != 1:
+        problems.append(f"it has {cfg.n_heads} attention heads (the proofs need exactly 1)")
+    if not cfg.attn_only:
+        problems.append("it has an MLP (the proofs need an attention-only model)")
+    if cfg.normalization_type is not None:
+        problems.append(f"it uses {cfg.normalization_type} normalisation (the proofs need none)")
+    if getattr(cfg, "final_rms", False):
+        problems.append("it has a final RMS norm (the proofs need none)")
+    if cfg.positional_embedding_type != "standard":
+        problems.append(f"its positional embedding is {cfg.positional_embedding_type!r} (the proofs need 'standard')")
+    if cfg.d_vocab != cfg.d_vocab_out:
+        problems.append(f"its input vocabulary ({cfg.d_vocab}) differs from its output vocabulary ({cfg.d_vocab_out})")
+    for name in ("output_logits_soft_cap", "attn_scores_soft_cap"):
+        if getattr(cfg, name, -1.0) > 0:
+            problems.append(f"it uses {name} (the proofs need raw logits and scores)")
+    if getattr(cfg, "use_local_attn", False) or getattr(cfg, "use_qk_norm", False):
+        problems.append("it uses local attention or QK norm")
+    if problems:
+        raise ModelRefused("model refused: " + "; ".join(problems))
+    for name, tensor in model.named_parameters():
+        if not torch.isfinite(tensor).all():
+            raise ModelRefused(f"model refused: weight {name} holds NaN or infinite values")
+    for name in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
+        value = getattr(model, name)
+        if bool((value != 0).any()):
+            raise ModelRefused(f"model refused: bias {name} is nonzero (the proofs assume all biases are 0)")
+
+
+@attrs.frozen
+class Paths:
+    """A checked model's weights in float64, with the derived path matrices of the proofs.
+
+    Shapes: ``V`` vocabulary, ``n`` = K positions, ``D`` = d_model, ``H`` = d_head.
+    """
+
+    W_E: torch.Tensor  # [V, D]
+    W_pos: torch.Tensor  # [n, D]
+    W_Q: torch.Tensor  # [D, H]
+    W_K: torch.Tensor  # [D, H]
+    W_V: torch.Tensor  # [D, H]
+    W_O: torch.Tensor  # [H, D]
+    W_U: torch.Tensor  # [D, V]
+    attn_scale: float
+
+    @property
+    def V(self) -> int:
+        return self.W_E.shape[0]
+
+    @property
+    def n(self) -> int:
+        return self.W_pos.shape[0]
+
+    @property
+    def D(self) -> int:
+        return self.W_E.shape[1]
+
+    @property
+    def Eq(self) -> torch.Tensor:  # [V, D]: query-side residual (token + last position)
+        return self.W_E + self.W_pos[-1]
+
+    @property
+    def QK(self) -> torch.Tensor:  # [D, D]
+        return self.W_Q @ self.W_K.T
+
+    @property
+    def OVU(self) -> torch.Tensor:  # [D, V]
+        return self.W_V @ (self.W_O @ self.W_U)
+
+    def EQKE(self) -> torch.Tensor:  # [V, V]: query token x key token, key side without position; not / scale
+        return (self.Eq @ self.QK) @ self.W_E.T
+
+    def EQKP(self) -> torch.Tensor:  # [V, n]: query token x key position
+        return (self.Eq @ self.QK) @ self.W_pos.T
+
+    def EUPU(self) -> torch.Tensor:  # [V, V]: direct path, query token x output
+        return self.Eq @ self.W_U
+
+    def EVOU(self) -> torch.Tensor:  # [V, V]: key token x output
+        return self.W_E @ self.OVU
+
+    def PVOU(self) -> torch.Tensor:  # [n, V]: key position x output
+        return self.W_pos @ self.OVU
+
+
+def paths(model, dtype=torch.float64) -> Paths:
+    """Extract a checked model's weights (layer 0, head 0) as :class:`Paths`."""
+    check_model(model)
+
+    def get(t):
+        return t.detach().to(dtype=dtype, device="cpu")
+
+    attn = model.blocks[0].attn
+    scale = float(attn.attn_scale) if model.cfg.use_attn_scale else 1.0
+    if not math.isfinite(scale) or scale <= 0:
+        raise ModelRefused(f"model refused: attention scale {scale} is not a positive number")
+    return Paths(W_E=get(model.W_E), W_pos=get(model.W_pos), W_Q=get(model.W_Q[0, 0]), W_K=get(model.W_K[0, 0]),
+                 W_V=get(model.W_V[0, 0]), W_O=get(model.W_O[0, 0]), W_U=get(model.W_U), attn_scale=scale)
+
+
+def last_logits(model, tokens: torch.Tensor) -> torch.Tensor:
+    """The logits at the last position, computed from the model's own parameters (differentiable).
+
+    Equal to ``model(tokens)[:, -1]`` for the architecture :func:`check_model` accepts, but it computes
+    only the last query, which makes training several times faster.  ``[batch, n] -> [batch, V]``
+    """
+    residual = model.W_E[tokens] + model.W_pos[: tokens.shape[1]]  # [batch, n, D]
+    q = residual[:, -1] @ model.W_Q[0, 0]  # [batch, H]
+    k = residual @ model.W_K[0, 0]  # [batch, n, H]
+    v = residual @ model.W_V[0, 0]  # [batch, n, H]
+    scores = torch.einsum("bh,bnh->bn", q, k) / model.blocks[0].attn.attn_scale
+    attention = scores.softmax(dim=-1)
+    head = torch.einsum("bn,bnh->bh", attention, v) @ model.W_O[0, 0]  # [batch, D]
+    return (residual[:, -1] + head) @ model.W_U
+
+
+def unexplained_dimension_brute_force(model) -> int:
+    """Brute force explains nothing: the reference counts V^(K+1)."""
+    return model.cfg.d_vocab ** (model.cfg.n_ctx + 1)
+
+
+def config_from_model(model) -> MaxOfKConfig:
+    return MaxOfKConfig(V=model.cfg.d_vocab, K=model.cfg.n_ctx, d_model=model.cfg.d_model)
