@@ -1,0 +1,40 @@
+import functools
+
+import pytest
+import torch
+
+from gbmi_max_of_k.config import MaxOfKConfig
+from gbmi_max_of_k.model import build_model
+
+
+@pytest.fixture(scope="session")
+def reference_model():
+    from gbmi_max_of_k.reference import load_reference_model
+
+    return load_reference_model()
+
+
+def small_model(V, K, d_model=8, seed=0, qk_scale=1.0, scale=1.0):
+    """An untrained model with its attention sharpened by ``qk_scale`` and all weights scaled by ``scale``."""
+    model = build_model(MaxOfKConfig(V=V, K=K, d_model=d_model, seed=seed))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "b_" not in name:
+                parameter.mul_(scale)
+        model.W_Q.mul_(qk_scale)
+        model.W_K.mul_(qk_scale)
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_weights(V, K, seed, steps):
+    from gbmi_max_of_k.train import train
+
+    return train(MaxOfKConfig(V=V, K=K, d_model=16, seed=seed, steps=steps), progress=False).model.state_dict()
+
+
+def trained_model(V, K, seed=0, steps=300):
+    """A small trained model (trained once per process and configuration)."""
+    model = build_model(MaxOfKConfig(V=V, K=K, d_model=16, seed=seed))
+    model.load_state_dict(_trained_weights(V, K, seed, steps))
+    return model

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up (or refresh) the project's virtual environment in .venv:
+# the CPU build of torch pinned by constraints.txt, then gbmi-core and every plugin in plugins/, editable.
+#   scripts/setup.sh          what the demo needs
+#   scripts/setup.sh --test   plus the test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --quiet)
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+
+echo "==> installing torch (CPU build, pinned) and build tools"
+"${PIP[@]}" install -c constraints.txt torch setuptools wheel
+echo "==> installing gbmi-core${extras} and the plugins in plugins/ (editable)"
+plugins=()
+for dir in plugins/*/; do
+    [ -f "$dir/pyproject.toml" ] && plugins+=(-e "$dir")
+done
+"${PIP[@]}" install -c constraints.txt --no-build-isolation -e ".${extras}" "${plugins[@]}"
+echo "==> ready: $VENV/bin/gbmi"
