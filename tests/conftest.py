@@ -23,12 +23,20 @@ def fake_plugins(monkeypatch):
 @pytest.fixture(scope="session")
 def example_plugin_dir(tmp_path_factory):
     """The example plugin, really pip-installed (with its entry point) into a throwaway directory."""
+    import shutil
+
     target = tmp_path_factory.mktemp("example-plugin")
-    subprocess.run(
+    # Build from a private copy: setuptools writes build/ and *.egg-info beside the sources, and
+    # parallel test workers must not race on (or litter) the repository's tree.
+    source = tmp_path_factory.mktemp("example-source") / "gbmi-example-majority"
+    shutil.copytree(ROOT / "examples" / "gbmi-example-majority", source,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(ROOT / "examples" / "gbmi-example-majority")],
-        check=True, capture_output=True, text=True,
+         "--target", str(target), str(source)],
+        capture_output=True, text=True,
     )
+    assert result.returncode == 0, result.stdout + result.stderr
     return target
 
 
