@@ -13,6 +13,7 @@ reference (max-of-k-proofs.md section 7.1):
 * ``softmax`` = amax-reduce, subtract, exp, sum-reduce, divide (``log_softmax`` and ``logsumexp`` alike);
 * matrix products: ``prod(out) * (2k - 1)`` (``addmm``-style ops add one per output element);
 * ``sort`` / ``topk``: ``n - 1`` per sorted row, the cost of *checking* sortedness;
+* ``qr``: likewise the cost of verifying ``Q R`` against ``A`` and ``Qᵀ Q`` against the identity;
 * ``svd``: the cost of *verifying* a given factorisation: rebuild ``U diag(S) Vh``, form ``Uᴴ U`` and
   ``Vh Vhᴴ``, and compare each with its target (subtract, abs, compare);
 * indexing, gathering, views, reshapes, ``cat``/``stack``, dtype conversion, and creating constant
@@ -150,6 +151,15 @@ def svd_verify(args, kwargs, out) -> int:
     return batch * (rebuild + gram + compare)
 
 
+def qr_verify(args, kwargs, out) -> int:
+    """Cost of checking a thin QR ``A = Q R`` with orthonormal ``Q`` (``R`` triangular is read off)."""
+    a = args[0]
+    rows, cols = a.shape[-2], a.shape[-1]
+    batch = a.numel() // max(rows * cols, 1)
+    k = min(rows, cols)
+    return batch * (rows * cols * (2 * k - 1) + k * k * (2 * rows - 1) + 3 * rows * cols + 3 * k * k)
+
+
 aten = torch.ops.aten
 
 #: The cost table: aten overload packet -> rule(args, kwargs, out) -> flops.
@@ -191,6 +201,7 @@ _rule(vector_norm, aten.linalg_vector_norm)
 _rule(matmul, aten.mm, aten.bmm, aten.dot, aten.mv, aten.vdot)
 _rule(addmatmul, aten.addmm, aten.baddbmm, aten.addmv)
 _rule(svd_verify, aten._linalg_svd, aten.linalg_svd, aten.svd)
+_rule(qr_verify, aten.linalg_qr, aten.qr)
 
 
 _ACTIVE: list["FlopCounter"] = []

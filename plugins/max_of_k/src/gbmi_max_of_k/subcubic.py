@@ -1,0 +1,489 @@
+"""The subcubic proof family (reference §5): 5 direct-path × 2 attention × 10 attention-error handlings.
+
+Conventions (as in the reference's subcubic proofs): ``c`` counts *all* tokens other than the max ``m``,
+the query included when ``q ≠ m``.  A **min-gap table** ``G[q, m, c] >= 1`` (found by search, handed to
+verification in the certificate) restricts the cell ``(q, m, c)`` to sequences whose non-max tokens are all
+``<= m - G``; the bounds of the cell hold for every such token.
+
+Verification, for any certificate (a wrong one can only lower the bound):
+
+1. **EQKE decomposition** (axis ``attention_error``): ``EQKE' = Eq W_Q W_Kᵀ (W_E + P̄)ᵀ = approx + Err``
+   with a per-query bound ``B[q] >= |Err[q,i] - Err[q,j]|``.  Every split is an exact identity for *any*
+   directions from the certificate (``X = uuᵀX + (X - uuᵀX)``), so the directions need no checking.
+2. **Pre-softmax gaps**: ``Δmin <= EQKE'[q,m] - EQKE'[q,k] <= Δmax`` for every allowed ``k``, from prefix
+   max/min of ``approx`` over ``k <= m - G`` and ``± B[q]``.  The positional part ``EQKP - EQKP[:, -1]`` is
+   exact.
+3. **Attention on the max** ``amin <= a <= amax``: every non-max slot at the worst (best) gap, the max tokens
+   on the lowest (highest) positional scores; the attention on the max is monotone in each gap and, for a
+   fixed set of max positions, in the sum of their positional weights.
+4. **Largest wrong logit** ``R[q,m,c] >= max_{x≠m} logit[x] - logit[m]`` (axes ``eupu`` and ``attention``):
+   ``logit[x] - logit[m] <= Lx[x] + Uq[q] + a·r[x] + (1-a)·W`` with ``Lx = Umean[x] - Umean[m] +
+   max_p (PVOU[p,x] - PVOU[p,m])``, ``r[x] = EVOU[m,x] - EVOU[m,m]``, ``W = max_{k<=m-G} (max EVOU[k] - min
+   EVOU[k])``.  Writing ``a = ā + (a - ā)`` for any ``ā`` (the mean over queries, or 0 when "dropped"),
+   ``R = max_x (Lx[x] + ā r[x]) + (1-ā) W + Uq[q] + max(h(amin), h(amax))`` where
+   ``h(a) = (a-ā)(Rmax - W)`` for ``a >= ā`` and ``(a-ā)(Rmin - W)`` for ``a < ā``.  **This fixes the
+   reference's NOTE 3**: the research code always used ``Rmax``, which understates the worst case when a
+   query attends to the max less than the mean.  ``h`` is convex in ``a``, so its two endpoints bound it.
+   ``W`` is taken per cell with the cell's own gap (the reference used the min gap over all queries, NOTE 5:
+   also sound, looser).
+5. **Counting**: a cell with ``R < 0`` proves ``C(K-1, c')·(m - G + 1)^c'`` sequences, ``c'`` the non-max
+   tokens outside the query.  **Tightening of NOTE 2**: the reference counts ``(m - G)^c'``, but steps 2–4
+   hold for every token in ``[0, m - G]`` (the prefix max/min and ``W`` include index ``m - G``), which is
+   ``m - G + 1`` values; the test ``test_every_counted_sequence_is_correct`` enumerates each counted
+   sequence and checks it against brute force.
+
+All verification arithmetic is float64.
+"""
+
+from __future__ import annotations
+
+import itertools
+from math import comb
+
+import attrs
+import numpy as np
+import torch
+
+from gbmi_core import Bound, CertificateRejected, StrategySpec
+from gbmi_core.flops import charge
+
+from . import TASK
+from .model import Paths, paths
+
+EUPU_HANDLINGS = ("global_max_diff_exact", "max_diff_exact", "mean_query+max_diff", "svd_query+max_diff", "max_diff")
+ATTENTION_HANDLINGS = ("mean_query+diff", "drop_average_query_per_output_logit_reasoning")
+ERROR_HANDLINGS = (
+    "svd", "max_diff", "mean+max_diff", "max_diff_exact", "exact_EQKE+max_diff_exact", "max_diff_subproduct",
+    "mean+max_diff_subproduct", "max_diff_subproduct_recursive", "mean+max_diff_subproduct_recursive",
+    "mean_recursive+max_diff_subproduct_recursive",
+)
+_QUADRATIC_EUPU = {"mean_query+max_diff", "svd_query+max_diff", "max_diff"}
+_RECURSIVE = {e for e in ERROR_HANDLINGS if e.endswith("_recursive")}
+_VOCAB_MODEL_SQUARED = {"svd", "max_diff", "mean+max_diff", "max_diff_subproduct", "mean+max_diff_subproduct"}
+_DIRECTIONS = ("query_direction", "key_direction", "second_query_direction", "second_key_direction",
+               "W_Q_direction", "W_K_direction", "W_EP_direction")
+
+
+def _dash(value: str) -> str:
+    return value.replace("_", "-")
+
+
+@attrs.frozen
+class SubcubicOptions:
+    """One point of the subcubic family.  ``name`` is its strategy name."""
+
+    eupu: str = attrs.field(default="mean_query+max_diff", validator=attrs.validators.in_(EUPU_HANDLINGS))
+    attention: str = attrs.field(default="mean_query+diff", validator=attrs.validators.in_(ATTENTION_HANDLINGS))
+    attention_error: str = attrs.field(default="max_diff", validator=attrs.validators.in_(ERROR_HANDLINGS))
+
+    @property
+    def name(self) -> str:
+        return f"subcubic--eupu-{_dash(self.eupu)}--attn-{_dash(self.attention)}--err-{_dash(self.attention_error)}"
+
+    @property
+    def family(self) -> str:
+        """The reference's leading-complexity class."""
+        if self.eupu in _QUADRATIC_EUPU and self.attention_error in _RECURSIVE:
+            return "subcubic:almost-quadratic"
+        if self.eupu in _QUADRATIC_EUPU and self.attention_error in _VOCAB_MODEL_SQUARED:
+            return "subcubic:without-vocab-squared"
+        return "subcubic"
+
+    @property
+    def complexity(self) -> str:
+        extra = []
+        if self.eupu not in _QUADRATIC_EUPU or self.attention_error in {"max_diff_exact", "exact_EQKE+max_diff_exact"}:
+            extra.append("V^2 D (EUPU/EQKE)")
+        elif self.attention_error in _VOCAB_MODEL_SQUARED:
+            extra.append("V D^2")
+        return "O(V^2 D + V^2 K^2" + "".join(f" + {e}" for e in extra) + ")"
+
+    def summary(self) -> str:
+        return (f"Subcubic proof: direct path by {self.eupu}, attention by {self.attention}, "
+                f"EQKE error by {self.attention_error}.")
+
+    def unexplained_dimension(self, V: int, D: int) -> int:
+        """Reference §7.2: ed(EUPU) + ed(EQKE error) + V (PVOU) + V^2 (EVOU)."""
+        eupu = {"global_max_diff_exact": 2, "max_diff_exact": 2 * V, "mean_query+max_diff": V + V * D + 2,
+                "svd_query+max_diff": V + V * D + 2, "max_diff": V * D + 2}[self.eupu]
+        if self.attention_error == "svd":
+            err = 2 * V
+        elif self.attention_error == "max_diff_exact":
+            err = 4 * V
+        elif self.attention_error == "exact_EQKE+max_diff_exact":
+            err = V * V
+        else:
+            err = 2 * V + (V if self.attention_error.startswith("mean") else 0) + 2 * D
+        return eupu + err + V + V * V
+
+
+ALL_OPTIONS = tuple(SubcubicOptions(e, a, r) for e, a, r in
+                    itertools.product(EUPU_HANDLINGS, ATTENTION_HANDLINGS, ERROR_HANDLINGS))
+
+# ------------------------------------------------------------------------------------------------------
+# Search (free)
+
+
+def _top_left_singular(M: torch.Tensor) -> torch.Tensor:
+    U, _, _ = torch.linalg.svd(M, full_matrices=False)
+    u = U[:, 0]
+    return u if u.sum() >= 0 else -u
+
+
+def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    order = values.argsort()
+    cumulative = weights[order].cumsum(0)
+    return values[order][(cumulative >= cumulative[-1] / 2).nonzero()[0, 0]]
+
+
+def find_directions(P: Paths) -> dict[str, np.ndarray]:
+    """The directions the proofs split along (any values give a sound proof; these make it tight)."""
+    Ek = P.W_E + P.W_pos.mean(0)  # [V, D]: key side with the mean position
+    Eq = P.Eq  # [V, D]
+    EQKE = Eq @ P.QK @ Ek.T
+    U, S, Vh = torch.linalg.svd(EQKE)
+    sign = 1.0 if U[:, 0].mean() >= 0 else -1.0
+    u, v = sign * U[:, 0], sign * Vh[0]  # vocab-space query and key (size) directions
+    u2 = _top_left_singular(Eq - torch.outer(u, u @ Eq))
+    v2 = _top_left_singular(Ek - torch.outer(v, v @ Ek))
+    wq, wk = _top_left_singular(P.W_Q), _top_left_singular(P.W_K)
+    # EUPU direction r̄ (for svd_query+max_diff): along the top right singular vector d of W_EP, scaled by
+    # the weighted median that minimises Σ_q Σ_d |W_EP[q,d] - r̄_d| · range_x W_U[d, x] along d.  The
+    # reference's direction is unnormalised and nearly vacuous (its NOTE 12); any r̄ is sound.
+    d = torch.linalg.svd(Eq, full_matrices=False).Vh[0]
+    spread = P.W_U.amax(1) - P.W_U.amin(1)  # [D]
+    keep = d.abs() > 1e-12
+    ratios = (Eq[:, keep] / d[keep]).reshape(-1)
+    weights = (d[keep].abs() * spread[keep]).expand(Eq.shape[0], -1).reshape(-1)
+    rbar = _weighted_median(ratios, weights) * d
+    found = {"query_direction": u, "key_direction": v, "second_query_direction": u2, "second_key_direction": v2,
+             "W_Q_direction": wq, "W_K_direction": wk, "W_EP_direction": rbar}
+    return {name: value.numpy() for name, value in found.items()}
+
+
+def search(model, options: SubcubicOptions) -> dict:
+    """Directions plus the min-gap table: per cell, the smallest gap whose bound proves it."""
+    P = paths(model)
+    directions = shared_directions(model, P)
+    parts = _precompute(P, options, {k: torch.from_numpy(v) for k, v in directions.items()})
+    V, n = P.V, P.n
+    # Every scalar gap g = 1 .. V-1 at once; a cell keeps the smallest gap that proves it (it counts most).
+    G = torch.arange(1, V)[:, None, None, None].expand(V - 1, V, V, n)
+    R, valid = _largest_wrong_logit(parts, G)
+    proved = valid & (R < 0)  # [g, q, m, c]
+    first = proved.to(torch.int8).argmax(0)
+    best = torch.where(proved.any(0), first + 1, torch.ones_like(first))
+    return {"min_gap": best.to(torch.int16).numpy(), **directions}
+
+
+_SHARED: dict[str, dict] = {}
+
+
+def shared_directions(model, P: Paths) -> dict[str, np.ndarray]:
+    """:func:`find_directions`, computed once per model (by weights hash) and process."""
+    from gbmi_core.models import model_hash
+
+    key = model_hash(model)
+    if key not in _SHARED:
+        if len(_SHARED) > 8:
+            _SHARED.clear()
+        _SHARED[key] = find_directions(P)
+    return _SHARED[key]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Verification (counted)
+
+
+@attrs.frozen
+class _Parts:
+    """Everything the cells' bounds need, computed once per verification."""
+
+    P: Paths
+    options: SubcubicOptions
+    approx: torch.Tensor  # [V(q), V(k)]: EQKE' ≈ approx, |Err[q,i] - Err[q,j]| <= err[q]
+    err: torch.Tensor  # [V(q)]
+    pos: torch.Tensor  # [V(q), n-1]: EQKP[q,p] - EQKP[q,n-1], p < n-1, sorted ascending
+    Lx: torch.Tensor  # [V(m), V(x)]: Umean[x] - Umean[m] + max_p (PVOU[p,x] - PVOU[p,m])
+    r: torch.Tensor  # [V(m), V(x)]: EVOU[m,x] - EVOU[m,m]
+    Uq: torch.Tensor  # [V(q)]
+    spread_prefix: torch.Tensor  # [V(j)]: max_{k<=j} (max_x EVOU[k,x] - min_x EVOU[k,x])
+    only_max: torch.Tensor  # [V(m)]: exact bound for the sequence of all m
+
+
+def _row_range(M: torch.Tensor) -> torch.Tensor:
+    return M.amax(-1) - M.amin(-1)
+
+
+def _max_diff(L: torch.Tensor, R: torch.Tensor, mean: bool) -> torch.Tensor:
+    """Per row r of ``L @ R``: a bound on its max - min, without forming the product.  ``O(rows·inner + inner·cols)``"""
+    if not mean:
+        return L.abs() @ _row_range(R)
+    centre = L.mean(0)
+    return _row_range(centre @ R) + (L - centre).abs() @ _row_range(R)
+
+
+def _recursive(Ms: list[torch.Tensor], mean_levels: int) -> torch.Tensor:
+    """Row-range bound of ``Ms[0] @ ... @ Ms[-1]`` by recursion, the mean trick on the first ``mean_levels``."""
+    if len(Ms) == 1:
+        return _row_range(Ms[0])
+    inner = _recursive(Ms[1:], mean_levels - 1)
+    if mean_levels <= 0:
+        return Ms[0].abs() @ inner
+    centre = Ms[0].mean(0)
+    tail = centre
+    for M in Ms[1:]:
+        tail = tail @ M
+    return _row_range(tail) + (Ms[0] - centre).abs() @ inner
+
+
+def _proj(w: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """Rows of ``M`` projected on the vector ``w`` (left side): ``w (wᵀ M)``, as a dense matrix."""
+    return torch.outer(w, w @ M)
+
+
+def decompose_eqke(P: Paths, how: str, d: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(approx [V, V], err [V])`` with ``EQKE' = approx + Err`` and ``|Err[q,i] - Err[q,j]| <= err[q]``."""
+    V = P.V
+    Eq, Ek = P.Eq, P.W_E + P.W_pos.mean(0)
+    if how == "exact_EQKE+max_diff_exact":
+        return (Eq @ P.W_Q) @ (Ek @ P.W_K).T, torch.zeros(V, dtype=Eq.dtype)
+    if how in {"svd", "max_diff", "mean+max_diff", "max_diff_exact"}:
+        A, B = (Eq @ P.W_Q) @ P.W_K.T, Ek.T  # [V, D], [D, V]; EQKE' = A B
+        u, v = d["query_direction"], d["key_direction"]
+        uA = u @ A  # [D]
+        Bv = B @ v  # [D]
+        Ar = A - torch.outer(u, uA)  # (I - uuᵀ) A
+        Br = B - torch.outer(Bv, v)  # B (I - vvᵀ)
+        # AB = uuᵀAB + (I-uuᵀ)AB vvᵀ + Ar Br, exactly, for any u and v.
+        approx = torch.outer(u, uA @ B) + torch.outer(Ar @ Bv, v)
+        if how == "svd":
+            # |e_qᵀ Err (e_i - e_j)| <= √2 ‖Ar Br‖₂, and ‖Ar Br‖₂ = ‖R_A R_Bᵀ‖₂ with thin QR factors.
+            R_A = torch.linalg.qr(Ar).R
+            R_B = torch.linalg.qr(Br.T).R
+            sigma = torch.linalg.matrix_norm(R_A @ R_B.T, ord=2)
+            return approx, (2**0.5) * sigma.expand(V)
+        if how == "max_diff_exact":
+            return approx, _row_range(Ar @ Br)
+        return approx, _max_diff(Ar, Br, mean=how == "mean+max_diff")
+    # The subproduct family: split Eq, Ek on vocab directions and W_Q, W_K on d_model directions.
+    Q1 = _proj(d["query_direction"], Eq)
+    Qp = Eq - Q1
+    Q2 = _proj(d["second_query_direction"], Qp)
+    Qpp = Qp - Q2
+    K1 = _proj(d["key_direction"], Ek)
+    Kp = Ek - K1
+    K2 = _proj(d["second_key_direction"], Kp)
+    Kpp = Kp - K2
+    WQ1 = _proj(d["W_Q_direction"], P.W_Q)
+    WQp = P.W_Q - WQ1
+    WK1 = _proj(d["W_K_direction"], P.W_K)
+    WKp = P.W_K - WK1
+    W = P.QK
+    # Every term but the last has a rank-1 factor; they are evaluated vector-first (O(VD + V^2) each).
+    u, v = d["query_direction"], d["key_direction"]
+    u2, v2 = d["second_query_direction"], d["second_key_direction"]
+    wq, wk = d["W_Q_direction"], d["W_K_direction"]
+    qW = (u @ Eq) @ W  # [D]: the row of Q1 W, up to the factor u
+    approx = torch.outer(u, Ek @ qW)  # Q1 W Ekᵀ = Q1 W K1ᵀ + Q1 W K⊥ᵀ
+    approx = approx + torch.outer(Qp @ (W @ (v @ Ek)), v)  # Q⊥ W K1ᵀ
+    q2W = (u2 @ Qp) @ W
+    approx = approx + torch.outer(u2, Kp @ q2W)  # Q2 W K⊥ᵀ = Q2 W K2ᵀ + Q2 W K⊥⊥ᵀ
+    approx = approx + torch.outer(Qpp @ (W @ (v2 @ Kp)), v2)  # Q⊥⊥ W K2ᵀ
+    left = (Qpp @ wq)  # [V]: Q⊥⊥ WQ1 = (Q⊥⊥ wq)(wqᵀ W_Q)
+    approx = approx + torch.outer(left, Kpp @ (P.W_K @ (wq @ P.W_Q)))  # Q⊥⊥ WQ1 W_Kᵀ K⊥⊥ᵀ
+    right = Kpp @ wk  # [V]: K⊥⊥ WK1 = (K⊥⊥ wk)(wkᵀ W_K)
+    approx = approx + torch.outer(Qpp @ (WQp @ (wk @ P.W_K)), right)  # Q⊥⊥ WQ⊥ WK1ᵀ K⊥⊥ᵀ
+    Ms = [Qpp, WQp, WKp.T, Kpp.T]  # Err = M0 M1 M2 M3, exactly
+    if how in _RECURSIVE:
+        levels = {"max_diff_subproduct_recursive": 0, "mean+max_diff_subproduct_recursive": 1,
+                  "mean_recursive+max_diff_subproduct_recursive": len(Ms)}[how]
+        return approx, _recursive(Ms, levels)
+    mean = how == "mean+max_diff_subproduct"
+    lefts = [Ms[0], Ms[0] @ Ms[1], (Ms[0] @ Ms[1]) @ Ms[2]]
+    rights = [(Ms[1] @ Ms[2]) @ Ms[3], Ms[2] @ Ms[3], Ms[3]]
+    bounds = torch.stack([_max_diff(L, R, mean) for L, R in zip(lefts, rights)])
+    return approx, bounds.amin(0)
+
+
+def direct_path(P: Paths, how: str, d: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Umean [V], Uq [V])`` with ``EUPU[q,x] - EUPU[q,m] <= Umean[x] - Umean[m] + Uq[q]``."""
+    W_EP, W_U = P.Eq, P.W_U
+    V = P.V
+    if how in {"max_diff_exact", "global_max_diff_exact"}:
+        EUPU = W_EP @ W_U
+        spread = _row_range(EUPU)
+        if how == "global_max_diff_exact":
+            spread = (EUPU.max() - EUPU.min()).expand(V)
+        return torch.zeros(V, dtype=W_EP.dtype), spread
+    if how == "max_diff":
+        rbar = torch.zeros(W_EP.shape[1], dtype=W_EP.dtype)
+    elif how == "mean_query+max_diff":
+        rbar = W_EP.mean(0)
+    else:  # svd_query+max_diff
+        rbar = d["W_EP_direction"]
+    return rbar @ W_U, (W_EP - rbar).abs() @ _row_range(W_U)
+
+
+def _precompute(P: Paths, options: SubcubicOptions, d: dict) -> _Parts:
+    V, n = P.V, P.n
+    approx, err = decompose_eqke(P, options.attention_error, d)
+    EQKP = (P.Eq @ P.QK) @ P.W_pos.T  # [V, n]; same as with P̂, the mean position cancels in differences
+    pos = (EQKP[:, : n - 1] - EQKP[:, n - 1 :]).sort(dim=-1).values
+    EVOU, PVOU = P.EVOU(), P.PVOU()  # [V, V], [n, V]
+    Umean, Uq = direct_path(P, options.eupu, d)
+    Pc = (PVOU[None, :, :] - PVOU.T[:, :, None]).amax(1)  # [m, x]: max_p PVOU[p,x] - PVOU[p,m]
+    Lx = Umean[None, :] - Umean[:, None] + Pc
+    r = EVOU - EVOU.diagonal()[:, None]  # [m, x]
+    spread_prefix = _row_range(EVOU).cummax(0).values
+    # The all-m sequence, with the exact direct path row (O(V^2 D) over all m).
+    EUPU_rows = P.Eq @ P.W_U
+    off = ~torch.eye(V, dtype=torch.bool)
+    only_max = torch.where(off, EUPU_rows - EUPU_rows.diagonal()[:, None] + r + Pc,
+                           torch.tensor(float("-inf"), dtype=r.dtype)).amax(-1)
+    return _Parts(P, options, approx, err, pos, Lx, r, Uq, spread_prefix, only_max)
+
+
+def _cells(V: int, n: int, G: torch.Tensor):
+    """Index grids ``q, m, c`` ([V, 1, 1], [1, V, 1], [1, 1, n]) and the validity mask of each cell."""
+    q = torch.arange(V)[:, None, None]
+    m = torch.arange(V)[None, :, None]
+    c = torch.arange(n)[None, None, :]
+    is_q = q == m
+    valid = (q <= m) & (is_q | ((c >= 1) & (m - q >= G))) & ((c == 0) | (m >= G))
+    return q, m, c, is_q, valid
+
+
+def _attention_bounds(parts: _Parts, G: torch.Tensor, q, m, c, is_q, valid):
+    """``(amin, amax)`` [V, V, n]: bounds on the total attention on the max token's slots."""
+    P, approx, err = parts.P, parts.approx, parts.err
+    V, n, s = P.V, P.n, P.attn_scale
+    j = (m - G).clamp(min=0)  # largest allowed non-max token
+    prefix_max = approx.cummax(1).values  # [q, k]
+    prefix_min = approx.cummin(1).values
+    qq = q.expand_as(j)
+    diag = approx[q, m]  # [V, V, 1]: approx[q, m]
+    gap_min = diag - prefix_max[qq, j] - err[q]  # [..., V, V, n]: G may carry leading batch dims
+    gap_max = diag - prefix_min[qq, j] + err[q]
+    # Positional log-weights of the max slots and non-max slots, for both orderings and both query kinds.
+    e = parts.pos / s  # [q, n-1] ascending
+    e = torch.stack([e, e.flip(-1)])  # [ρ, q, n-1]
+    slot = torch.arange(n - 1)
+    neg_inf = torch.tensor(float("-inf"), dtype=e.dtype)
+    # query is not the max: n - c max slots among the non-query ones; the query (positional 0) is non-max
+    n_max_nq = (n - torch.arange(n)).clamp(max=n - 1)  # [c]
+    is_max_nq = slot[None, :] < n_max_nq[:, None]  # [c, slot]
+    # query is the max: it is a max slot (positional 0) plus n - c - 1 non-query max slots
+    is_max_q = slot[None, :] < (n - 1 - torch.arange(n))[:, None]
+
+    def logw(mask, with_query):  # [ρ, q, c]
+        terms = torch.where(mask, e[:, :, None, :], neg_inf)
+        if with_query:
+            terms = torch.cat([terms, torch.zeros_like(terms[..., :1])], dim=-1)
+        return terms.logsumexp(-1)
+
+    lmax = torch.where(is_q[None], logw(is_max_q, True)[:, :, None, :], logw(is_max_nq, False)[:, :, None, :])
+    lnon = torch.where(is_q[None], logw(~is_max_q, False)[:, :, None, :], logw(~is_max_nq, True)[:, :, None, :])
+    # a = sigmoid(log X + gap/s - log Y); no non-max slot (lnon = -inf) gives exactly 1.
+    amin = torch.sigmoid(lmax[0] + gap_min / s - lnon[0])
+    amax = torch.sigmoid(lmax[1] + gap_max / s - lnon[1])
+    amin = torch.where(valid, amin, torch.nan)
+    amax = torch.where(valid, amax, torch.nan)
+    return amin, amax
+
+
+def _largest_wrong_logit(parts: _Parts, G: torch.Tensor):
+    """``(R [..., q, m, c], valid)``: bounds on ``max_{x≠m} logit[x] - logit[m]`` per cell.
+
+    ``G`` is ``[V, V, n]``, or carries leading batch dimensions (the search evaluates every gap at once).
+    """
+    P = parts.P
+    V, n = P.V, P.n
+    q, m, c, is_q, valid = _cells(V, n, G)
+    amin, amax = _attention_bounds(parts, G, q, m, c, is_q, valid)
+    W = parts.spread_prefix[(m - G).clamp(min=0)]  # [V, V, n]: worst non-max OV spread in the cell
+    r = parts.r
+    off = ~torch.eye(V, dtype=torch.bool)
+    neg_inf = torch.tensor(float("-inf"), dtype=r.dtype)
+    Rmax = torch.where(off, r, neg_inf).amax(-1)[None, :, None]  # [1, m, 1]
+    Rmin = torch.where(off, r, -neg_inf).amin(-1)[None, :, None]
+    if parts.options.attention == "mean_query+diff":
+        pick = torch.where(Rmax >= W, amax, amin)  # the extreme that hurts most, as the reference picks it
+        abar = torch.nanmean(pick, dim=-3, keepdim=True).nan_to_num(0.0)  # [..., 1, m, c]
+    else:
+        abar = torch.zeros(1, V, n, dtype=r.dtype)
+    # base[m, c] part: max_{x≠m} (Lx[m,x] + ā[m,c] r[m,x])
+    inner = torch.where(off[:, None, :], parts.Lx[:, None, :] + abar[..., 0, :, :, None] * r[:, None, :], neg_inf)
+    base = inner.amax(-1)[..., None, :, :] + (1 - abar) * W  # [..., q, m, c]
+
+    def h(a):
+        delta = a - abar
+        return torch.where(delta >= 0, delta * (Rmax - W), delta * (Rmin - W))
+
+    R = base + parts.Uq[:, None, None] + torch.maximum(h(amin), h(amax))
+    only = is_q & (c == 0)
+    R = torch.where(only, parts.only_max[None, :, None], R)
+    return torch.where(valid, R, torch.nan), valid
+
+
+def count_proved(R: torch.Tensor, G: torch.Tensor, n: int) -> int:
+    """Exact count of sequences in cells with ``R < 0``: ``C(K-1, c')·(m-G+1)^c'`` each (see module doc)."""
+    V = R.shape[0]
+    q, m, c, is_q, valid = _cells(V, n, G)
+    proved = valid & (R < 0)
+    c_out = torch.where(is_q, c, c - 1).expand(V, V, n)  # non-max tokens outside the query
+    choices = (m - G + 1).clamp(min=0).expand(V, V, n)
+    key = (c_out * (V + 1) + choices)[proved]
+    histogram = torch.bincount(key, minlength=n * (V + 1)).tolist()
+    charge(2 * len(histogram), "integer counting")
+    total = 0
+    for index, cells in enumerate(histogram):
+        if cells:
+            cc, k = divmod(index, V + 1)
+            total += cells * comb(n - 1, cc) * k**cc
+    return total
+
+
+def _check_certificate(certificate, V: int, n: int, D: int) -> tuple[torch.Tensor, dict]:
+    arrays = certificate.arrays
+    if "min_gap" not in arrays:
+        raise CertificateRejected("subcubic certificate has no min_gap table")
+    G = np.asarray(arrays["min_gap"])
+    if G.shape != (V, V, n) or not np.issubdtype(G.dtype, np.integer):
+        raise CertificateRejected(f"min_gap table has shape {G.shape} and dtype {G.dtype}; expected integers of "
+                                  f"shape {(V, V, n)}")
+    if (G < 1).any():
+        raise CertificateRejected("min_gap table holds gaps below 1 (a gap of 0 would count sequences twice)")
+    directions = {}
+    for name in _DIRECTIONS:
+        value = np.asarray(arrays.get(name, np.zeros(0)), dtype=np.float64)
+        size = D if name in {"W_Q_direction", "W_K_direction", "W_EP_direction"} else V
+        if value.shape != (size,) or not np.isfinite(value).all():
+            raise CertificateRejected(f"certificate direction {name} must be {size} finite numbers")
+        directions[name] = torch.from_numpy(value.copy())
+    return torch.from_numpy(G.astype(np.int64)), directions
+
+
+def verify(model, certificate, options: SubcubicOptions) -> Bound:
+    """Check the certificate, rebuild every bound from the model, and count the proved sequences."""
+    P = paths(model)
+    G, directions = _check_certificate(certificate, P.V, P.n, P.D)
+    parts = _precompute(P, options, directions)
+    R, _ = _largest_wrong_logit(parts, G)
+    return Bound(correct_count=count_proved(R, G, P.n), total_count=P.V**P.n,
+                 extra={"mean_min_gap": float(G.double().mean())})
+
+
+def strategies() -> list[StrategySpec]:
+    specs = []
+    for options in ALL_OPTIONS:
+        specs.append(StrategySpec(
+            task=TASK, name=options.name, summary=options.summary(), complexity=options.complexity,
+            search=lambda model, o=options: search(model, o),
+            verify=lambda model, certificate, o=options: verify(model, certificate, o),
+            unexplained_dimension=lambda model, o=options: o.unexplained_dimension(model.cfg.d_vocab,
+                                                                                   model.cfg.d_model),
+            family=options.family,
+            options=attrs.asdict(options),
+        ))
+    return specs
