@@ -60,6 +60,10 @@ ERROR_HANDLINGS = (
 _QUADRATIC_EUPU = {"mean_query+max_diff", "svd_query+max_diff", "max_diff"}
 _RECURSIVE = {e for e in ERROR_HANDLINGS if e.endswith("_recursive")}
 _VOCAB_MODEL_SQUARED = {"svd", "max_diff", "mean+max_diff", "max_diff_subproduct", "mean+max_diff_subproduct"}
+#: Reproduce the research code's NOTE 3 rule instead of the sound one.  Only tests set this, to show that
+#: their adversarial weights really exercise the case; no registered strategy uses it.
+_REFERENCE_NOTE_3 = False
+
 _DIRECTIONS = ("query_direction", "key_direction", "second_query_direction", "second_key_direction",
                "W_Q_direction", "W_K_direction", "W_EP_direction")
 
@@ -418,6 +422,8 @@ def _largest_wrong_logit(parts: _Parts, G: torch.Tensor):
 
     def h(a):
         delta = a - abar
+        if _REFERENCE_NOTE_3:  # the research code's rule, unsound when delta < 0: tests show it overcounts
+            return delta * (Rmax - W)
         return torch.where(delta >= 0, delta * (Rmax - W), delta * (Rmin - W))
 
     R = base + parts.Uq[:, None, None] + torch.maximum(h(amin), h(amax))

@@ -1,0 +1,204 @@
+"""The subcubic family: registration, soundness (end to end and per inequality), certificates, regression."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gbmi_core
+from gbmi_core import Certificate, CertificateRejected, Store
+from gbmi_max_of_k import subcubic as sc
+from gbmi_max_of_k.brute_force import _sequence_logits64, brute_force
+from gbmi_max_of_k.model import paths
+
+from .conftest import small_model, trained_model
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return gbmi_core.get_registry()
+
+
+def adversarial_model(seed=0, query=5):
+    """A trained model in which one query token attends almost uniformly (its query vector is ~0).
+
+    That query's attention to the max is far below the mean over queries: the case of the reference's
+    NOTE 3, where using ``Rmax`` for every query understates the worst case.
+    """
+    model = trained_model(8, 3, seed=seed, steps=600)
+    with torch.no_grad():
+        model.W_E[query] = -model.W_pos[-1] + 0.05 * (model.W_E[query] + model.W_pos[-1])
+    return model
+
+
+def test_102_strategies_are_listed_with_stable_names(registry):
+    strategies = registry.strategies("max-of-k")
+    assert len(strategies) == 102
+    names = [s.name for s in strategies]
+    assert names == sorted(names) and len(set(names)) == 102
+    assert "subcubic--eupu-mean-query+max-diff--attn-mean-query+diff--err-max-diff" in names
+    families = [s.spec.family for s in strategies if s.name.startswith("subcubic")]
+    assert (families.count("subcubic:almost-quadratic"), families.count("subcubic:without-vocab-squared"),
+            families.count("subcubic")) == (18, 30, 52)
+    spec = registry.strategy("max-of-k", sc.SubcubicOptions().name).spec
+    assert spec.options == {"eupu": "mean_query+max_diff", "attention": "mean_query+diff", "attention_error": "max_diff"}
+    cli = subprocess.run([os.path.join(os.path.dirname(sys.executable), "gbmi"), "list-strategies", "--task",
+                          "max-of-k", "--json"], capture_output=True, text=True, check=True)
+    listed = json.loads(cli.stdout)
+    assert len(listed) == 102 and all(item["summary"] and item["complexity"].startswith("O(") for item in listed)
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="eupu"):
+        sc.SubcubicOptions(eupu="svd")
+
+
+def _sequences(V, n):
+    return torch.cartesian_prod(*[torch.arange(V)] * n).flip(-1)
+
+
+def test_every_counted_sequence_is_correct():
+    """Per sequence: the cells the proof counts cover exactly the sequences the count formula says
+    (this checks the m - G + 1 tightening), and every covered sequence is right in the float64 model."""
+    model = trained_model(8, 3, seed=1, steps=600)
+    P = paths(model)
+    seqs = _sequences(P.V, P.n)
+    logits = _sequence_logits64(P, seqs)
+    m = seqs.max(-1).values
+    right = logits.gather(-1, m[:, None])[:, 0]
+    logits.scatter_(-1, m[:, None], float("-inf"))
+    correct = right > logits.amax(-1)
+    q = seqs[:, -1]
+    c = (seqs != m[:, None]).sum(-1)
+    largest_other = torch.where(seqs != m[:, None], seqs, -1).amax(-1)
+    checked = 0
+    for options in sc.ALL_OPTIONS[::7]:
+        certificate = sc.search(model, options)
+        G = torch.from_numpy(certificate["min_gap"].astype(np.int64))
+        directions = {k: torch.from_numpy(v) for k, v in certificate.items() if k != "min_gap"}
+        R, valid = sc._largest_wrong_logit(sc._precompute(P, options, directions), G)
+        proved = valid & (R < 0)
+        covered = proved[q, m, c] & (largest_other <= m - G[q, m, c])
+        assert int(covered.sum()) == sc.count_proved(R, G, P.n), options.name
+        assert bool(correct[covered].all()), options.name
+        checked += int(covered.sum())
+    assert checked > 0
+
+
+@pytest.mark.parametrize("reference_rule", [False, True])
+def test_largest_wrong_logit_bound_holds_for_every_attention_value(reference_rule, monkeypatch):
+    """The inequality of step 4 itself, on adversarial weights: for every valid cell, every attention
+    a in [amin, amax] and every wrong output x, Lx[x] + Uq[q] + a r[x] + (1-a) W <= R.  The research
+    code's rule (Rmax for every query) breaks it here; ours does not."""
+    monkeypatch.setattr(sc, "_REFERENCE_NOTE_3", reference_rule)
+    model = adversarial_model()
+    P = paths(model)
+    options = sc.SubcubicOptions(attention="mean_query+diff")
+    certificate = sc.search(model, options)
+    G = torch.from_numpy(certificate["min_gap"].astype(np.int64))
+    parts = sc._precompute(P, options, {k: torch.from_numpy(v) for k, v in certificate.items() if k != "min_gap"})
+    R, valid = sc._largest_wrong_logit(parts, G)
+    q, m, c, is_q, _ = sc._cells(P.V, P.n, G)
+    amin, amax = sc._attention_bounds(parts, G, q, m, c, is_q, valid)
+    W = parts.spread_prefix[(m - G).clamp(min=0)]
+    generic = valid & ~(is_q & (c == 0))
+    worst_excess = -float("inf")
+    for t in torch.linspace(0, 1, 11, dtype=torch.float64):
+        a = amin + t * (amax - amin)  # [q, m, c]
+        f = parts.Lx[None, :, None, :] + parts.Uq[:, None, None, None] + a[..., None] * parts.r[None, :, None, :] \
+            + (1 - a[..., None]) * W[..., None]  # [q, m, c, x]
+        f = f.masked_fill(torch.eye(P.V, dtype=torch.bool)[None, :, None, :], float("-inf")).amax(-1)
+        worst_excess = max(worst_excess, float((f - R)[generic].max()))
+    if reference_rule:
+        assert worst_excess > 1e-6  # the adversarial weights do exercise NOTE 3
+    else:
+        assert worst_excess <= 1e-9
+
+
+weights = st.sampled_from(["random", "sharp", "trained", "adversarial"])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(V=st.integers(4, 12), K=st.integers(2, 4), seed=st.integers(0, 10_000), kind=weights)
+def test_every_subcubic_variant_is_sound(registry, V, K, seed, kind):
+    if kind == "trained":
+        model = trained_model(min(V, 8), K, seed=seed % 3)
+    elif kind == "adversarial":
+        model = adversarial_model(seed % 3, query=seed % 8)
+    else:
+        model = small_model(V, K, d_model=8, seed=seed, qk_scale=10.0 if kind == "sharp" else 1.0)
+    exact = brute_force(model, with_loss=False).correct_count
+    for options in sc.ALL_OPTIONS:
+        result = registry.strategy("max-of-k", options.name).prove(model)
+        assert result.correct_count <= exact, options.name
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), which=st.sampled_from(["gaps", "directions", "both"]))
+def test_perturbed_certificates_stay_sound(registry, seed, which):
+    model = trained_model(8, 3, seed=seed % 3, steps=600)
+    exact = brute_force(model, with_loss=False).correct_count
+    rng = np.random.default_rng(seed)
+    options = sc.ALL_OPTIONS[seed % len(sc.ALL_OPTIONS)]
+    strategy = registry.strategy("max-of-k", options.name)
+    honest = strategy.search(model)
+    arrays = dict(honest.arrays)
+    if which in {"gaps", "both"}:
+        arrays["min_gap"] = rng.integers(1, 9, size=arrays["min_gap"].shape).astype(np.int16)
+    if which in {"directions", "both"}:
+        for name in sc._DIRECTIONS:
+            arrays[name] = rng.normal(size=arrays[name].shape) * rng.choice([1e-3, 1.0, 1e3])
+    result = strategy.prove(model, certificate=Certificate(honest.strategy, honest.model_hash, arrays))
+    assert result.correct_count <= exact
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.pop("min_gap"), "no min_gap table"),
+    (lambda a: a.update(min_gap=a["min_gap"][:-1]), "min_gap table has shape"),
+    (lambda a: a.update(min_gap=a["min_gap"].astype(np.float64)), "expected integers"),
+    (lambda a: a.update(min_gap=np.zeros_like(a["min_gap"])), "gaps below 1"),
+    (lambda a: a.update(query_direction=np.full(8, np.nan)), "query_direction must be 8 finite numbers"),
+    (lambda a: a.update(W_Q_direction=np.ones(3)), "W_Q_direction must be 16 finite numbers"),
+])
+def test_malformed_certificates_are_rejected(registry, change, message):
+    model = trained_model(8, 3, seed=0, steps=600)
+    strategy = registry.strategy("max-of-k", sc.SubcubicOptions().name)
+    honest = strategy.search(model)
+    arrays = dict(honest.arrays)
+    change(arrays)
+    with pytest.raises(CertificateRejected, match=message):
+        strategy.prove(model, certificate=Certificate(honest.strategy, honest.model_hash, arrays))
+
+
+def test_certificates_are_cached_in_the_store(registry, tmp_path, reference_model):
+    store = Store(tmp_path / "store")
+    strategy = registry.strategy("max-of-k", sc.SubcubicOptions().name)
+    first = strategy.prove(reference_model, store)
+    key = f"certificates/max-of-k/{first.model_hash}/{strategy.name}"
+    entry = store.get(key)
+    assert entry is not None and entry.arrays["min_gap"].shape == (64, 64, 4)
+    again = strategy.prove(reference_model, store)
+    assert (again.correct_count, again.flops) == (first.correct_count, first.flops)
+    # a tampered stored certificate fails its checksum, is set aside, and is searched anew
+    import zarr
+
+    group = zarr.open_group(os.path.realpath(store.root / "entries" / key), mode="a")
+    group["min_gap"][0, 0, 0] = 0
+    with pytest.warns(gbmi_core.store.CorruptEntryWarning):
+        third = strategy.prove(reference_model, store)
+    assert third.correct_count == first.correct_count
+
+
+def test_ordering_on_the_shipped_model(registry, reference_model):
+    exact = registry.strategy("max-of-k", "brute-force").prove(reference_model)
+    cubic = registry.strategy("max-of-k", "cubic").prove(reference_model)
+    bounds = [registry.strategy("max-of-k", o.name).prove(reference_model).accuracy_lower_bound
+              for o in sc.ALL_OPTIONS]
+    assert exact.accuracy_lower_bound >= cubic.accuracy_lower_bound >= max(bounds)
+    assert max(bounds) > 0.75  # the best subcubic proof explains most of the model
