@@ -6,6 +6,7 @@ from gbmi_core import ModelSpec, StrategySpec, TaskSpec, TrainerSpec, hookimpl
 
 from . import TASK
 from .config import PRESETS, MaxOfKConfig
+from .options import strategy_specs
 
 
 def _build_model(config):
@@ -48,6 +49,18 @@ def _verify_cubic(model, certificate):
     from .cubic import verify
 
     return verify(model, certificate)
+
+
+def _search_subcubic(model, options):
+    from .subcubic import search
+
+    return search(model, options)
+
+
+def _verify_subcubic(model, certificate, options):
+    from .subcubic import verify
+
+    return verify(model, certificate, options)
 
 
 def _dimension_brute_force(model):
@@ -110,8 +123,4 @@ def gbmi_proof_strategies():
                      complexity="O(V^3 K^2)", verify=_verify_cubic, unexplained_dimension=_dimension_cubic,
                      family="cubic"),
     ]
-    try:
-        from .subcubic import strategies as subcubic_strategies
-    except ImportError:  # pragma: no cover - the subcubic family is optional while it is being built
-        return strategies
-    return strategies + subcubic_strategies()
+    return strategies + strategy_specs(TASK, _search_subcubic, _verify_subcubic)

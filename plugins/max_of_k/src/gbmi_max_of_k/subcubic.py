@@ -37,29 +37,18 @@ All verification arithmetic is float64.
 
 from __future__ import annotations
 
-import itertools
 from math import comb
 
 import attrs
 import numpy as np
 import torch
 
-from gbmi_core import Bound, CertificateRejected, StrategySpec
+from gbmi_core import Bound, CertificateRejected
 from gbmi_core.flops import charge
 
-from . import TASK
 from .model import Paths, paths
+from .options import _RECURSIVE, ALL_OPTIONS, SubcubicOptions  # noqa: F401 - re-exported
 
-EUPU_HANDLINGS = ("global_max_diff_exact", "max_diff_exact", "mean_query+max_diff", "svd_query+max_diff", "max_diff")
-ATTENTION_HANDLINGS = ("mean_query+diff", "drop_average_query_per_output_logit_reasoning")
-ERROR_HANDLINGS = (
-    "svd", "max_diff", "mean+max_diff", "max_diff_exact", "exact_EQKE+max_diff_exact", "max_diff_subproduct",
-    "mean+max_diff_subproduct", "max_diff_subproduct_recursive", "mean+max_diff_subproduct_recursive",
-    "mean_recursive+max_diff_subproduct_recursive",
-)
-_QUADRATIC_EUPU = {"mean_query+max_diff", "svd_query+max_diff", "max_diff"}
-_RECURSIVE = {e for e in ERROR_HANDLINGS if e.endswith("_recursive")}
-_VOCAB_MODEL_SQUARED = {"svd", "max_diff", "mean+max_diff", "max_diff_subproduct", "mean+max_diff_subproduct"}
 #: Reproduce the research code's NOTE 3 rule instead of the sound one.  Only tests set this, to show that
 #: their adversarial weights really exercise the case; no registered strategy uses it.
 _REFERENCE_NOTE_3 = False
@@ -67,62 +56,6 @@ _REFERENCE_NOTE_3 = False
 _DIRECTIONS = ("query_direction", "key_direction", "second_query_direction", "second_key_direction",
                "W_Q_direction", "W_K_direction", "W_EP_direction")
 
-
-def _dash(value: str) -> str:
-    return value.replace("_", "-")
-
-
-@attrs.frozen
-class SubcubicOptions:
-    """One point of the subcubic family.  ``name`` is its strategy name."""
-
-    eupu: str = attrs.field(default="mean_query+max_diff", validator=attrs.validators.in_(EUPU_HANDLINGS))
-    attention: str = attrs.field(default="mean_query+diff", validator=attrs.validators.in_(ATTENTION_HANDLINGS))
-    attention_error: str = attrs.field(default="max_diff", validator=attrs.validators.in_(ERROR_HANDLINGS))
-
-    @property
-    def name(self) -> str:
-        return f"subcubic--eupu-{_dash(self.eupu)}--attn-{_dash(self.attention)}--err-{_dash(self.attention_error)}"
-
-    @property
-    def family(self) -> str:
-        """The reference's leading-complexity class."""
-        if self.eupu in _QUADRATIC_EUPU and self.attention_error in _RECURSIVE:
-            return "subcubic:almost-quadratic"
-        if self.eupu in _QUADRATIC_EUPU and self.attention_error in _VOCAB_MODEL_SQUARED:
-            return "subcubic:without-vocab-squared"
-        return "subcubic"
-
-    @property
-    def complexity(self) -> str:
-        extra = []
-        if self.eupu not in _QUADRATIC_EUPU or self.attention_error in {"max_diff_exact", "exact_EQKE+max_diff_exact"}:
-            extra.append("V^2 D (EUPU/EQKE)")
-        elif self.attention_error in _VOCAB_MODEL_SQUARED:
-            extra.append("V D^2")
-        return "O(V^2 D + V^2 K^2" + "".join(f" + {e}" for e in extra) + ")"
-
-    def summary(self) -> str:
-        return (f"Subcubic proof: direct path by {self.eupu}, attention by {self.attention}, "
-                f"EQKE error by {self.attention_error}.")
-
-    def unexplained_dimension(self, V: int, D: int) -> int:
-        """Reference §7.2: ed(EUPU) + ed(EQKE error) + V (PVOU) + V^2 (EVOU)."""
-        eupu = {"global_max_diff_exact": 2, "max_diff_exact": 2 * V, "mean_query+max_diff": V + V * D + 2,
-                "svd_query+max_diff": V + V * D + 2, "max_diff": V * D + 2}[self.eupu]
-        if self.attention_error == "svd":
-            err = 2 * V
-        elif self.attention_error == "max_diff_exact":
-            err = 4 * V
-        elif self.attention_error == "exact_EQKE+max_diff_exact":
-            err = V * V
-        else:
-            err = 2 * V + (V if self.attention_error.startswith("mean") else 0) + 2 * D
-        return eupu + err + V + V * V
-
-
-ALL_OPTIONS = tuple(SubcubicOptions(e, a, r) for e, a, r in
-                    itertools.product(EUPU_HANDLINGS, ATTENTION_HANDLINGS, ERROR_HANDLINGS))
 
 # ------------------------------------------------------------------------------------------------------
 # Search (free)
@@ -478,18 +411,3 @@ def verify(model, certificate, options: SubcubicOptions) -> Bound:
     R, _ = _largest_wrong_logit(parts, G)
     return Bound(correct_count=count_proved(R, G, P.n), total_count=P.V**P.n,
                  extra={"mean_min_gap": float(G.double().mean())})
-
-
-def strategies() -> list[StrategySpec]:
-    specs = []
-    for options in ALL_OPTIONS:
-        specs.append(StrategySpec(
-            task=TASK, name=options.name, summary=options.summary(), complexity=options.complexity,
-            search=lambda model, o=options: search(model, o),
-            verify=lambda model, certificate, o=options: verify(model, certificate, o),
-            unexplained_dimension=lambda model, o=options: o.unexplained_dimension(model.cfg.d_vocab,
-                                                                                   model.cfg.d_model),
-            family=options.family,
-            options=attrs.asdict(options),
-        ))
-    return specs
