@@ -233,5 +233,80 @@ def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_js
         click.echo(format_results(results))
 
 
+def _split_patterns(values) -> list[str]:
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
+@main.command("sweep")
+@click.argument("task")
+@click.option("--seeds", default="0:16", show_default=True, help="Seeds: START:STOP, a comma list, or both.")
+@click.option("--strategies", "patterns", multiple=True, default=("all",), show_default=True,
+              help="Names, globs, comma lists, or 'all'; repeatable.")
+@click.option("--preset", default=None, help="A named preset of the task.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A .json or .toml config file.")
+@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE", help="Override a config field.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Local worker processes (default: one per CPU; 1 runs in this process).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Start a Dask LocalCluster with N workers.")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Send the work to an existing Dask cluster.")
+@click.pass_context
+def sweep_cmd(ctx, task, seeds, patterns, preset, config_file, assignments, jobs, workers, scheduler):
+    """Train-or-load TASK's model for every seed and run every chosen strategy, storing each result.
+
+    Resumable: results already in the store are skipped, so a killed sweep is simply run again.
+    """
+    from .config import parse_assignment
+    from .sweep import parse_seeds, run_sweep
+
+    registry = _registry(ctx)
+    strategies = [s.name for s in _select_strategies(registry, task, _split_patterns(patterns))]
+    overrides = dict(parse_assignment(a) for a in assignments)
+    configs = [registry.make_config(task, preset=preset, config_file=config_file, overrides={**overrides, "seed": seed})
+               for seed in parse_seeds(seeds)]
+    if workers and scheduler:
+        raise GbmiError("give --workers (start a local Dask cluster) or --scheduler (use one), not both")
+    executor = "dask" if (workers or scheduler) else "processes"
+    store = _store(ctx)
+    summary = run_sweep(registry, task, configs, strategies, store, executor=executor, jobs=jobs,
+                        scheduler=scheduler, workers=workers)
+    click.echo(f"{summary.models} models, {summary.pairs} (model, strategy) pairs: {summary.done} proved now, "
+               f"{summary.skipped} already stored, {len(summary.failed)} failed; {summary.seconds:.1f} s; "
+               f"store {store.root}")
+    for config_hash, strategy, error in summary.failed[:20]:
+        click.echo(f"  failed: config {config_hash} {strategy}: {error}", err=True)
+    if summary.failed:
+        ctx.exit(1)
+
+
+@main.command("report")
+@click.argument("task")
+@click.option("--preset", default=None, help="Report on this preset's models (default: the task's default config).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A .json or .toml config file.")
+@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE", help="Override a config field.")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "latex", "json"]), default="table",
+              show_default=True)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write plots: PATH's suffix (.png or .svg) picks the format; three files, PATH-<name>.")
+@click.pass_context
+def report_cmd(ctx, task, preset, config_file, assignments, fmt, plot_path):
+    """Summarise the results the store holds for TASK across seeds (Table 1 of the paper), and plot them."""
+    from .config import parse_assignment
+    from .report import collect, plot, render, summarise
+
+    registry = _registry(ctx)
+    overrides = dict(parse_assignment(a) for a in assignments)
+    config = registry.make_config(task, preset=preset, config_file=config_file, overrides=overrides)
+    store = _store(ctx)
+    rows = collect(registry, task, store, config)
+    if not rows:
+        raise GbmiError(f"the store at {store.root} holds no results for task {task!r} with this config; "
+                        f"run `gbmi sweep {task}` first")
+    summary = summarise(rows)
+    click.echo(render(summary, fmt))
+    if plot_path:
+        for path in plot(rows, summary, plot_path, title=f"{task}: "):
+            click.echo(f"wrote {path}", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -33,6 +33,7 @@ class TaskSpec:
     one-line human description (e.g. ``"[0, V)^K"``); ``label(inputs)`` computes the correct answers for a
     batch of inputs.  ``reference_models`` maps a config content hash to a path (or callable returning a
     path) of a shipped model file the store can import, so that demos and tests need no training.
+    ``reference_strategy`` names the strategy that computes the exact accuracy (reports normalise by it).
     """
 
     name: str = attrs.field(validator=_check_name)
@@ -45,6 +46,7 @@ class TaskSpec:
     presets: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=lambda d: dict(d))
     config_from_model: Callable[[Any], Any] | None = None
     reference_models: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda d: dict(d))
+    reference_strategy: str | None = None
 
 
 @attrs.frozen

@@ -89,6 +89,7 @@ def task_spec() -> TaskSpec:
         presets=PRESETS,
         config_from_model=_config_from_model,
         reference_models=reference_models(),
+        reference_strategy="brute-force",
     )
 
 

@@ -1,0 +1,255 @@
+"""Reports over what a store holds: a Table-1-style summary and plots.
+
+The report joins each stored model (its config, hence its seed) with the results stored for its weights'
+hash.  Models are selected by config: every field but ``seed`` must match the requested config (the
+task's default, a preset, or overrides), so one report covers one model size across seeds.
+
+Bounds are normalised by the task's exact reference strategy (``TaskSpec.reference_strategy``, e.g.
+brute force) on the same seed: ``normalised bound = bound / exact accuracy``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import pathlib
+import statistics
+from typing import Any
+
+import attrs
+
+from . import config as config_mod
+from .records import ProofResult
+
+
+@attrs.frozen
+class Row:
+    seed: int | None
+    config_hash: str
+    result: ProofResult
+    family: str
+    complexity: str
+    normalised: float | None
+
+
+def collect(registry, task: str, store, config) -> list[Row]:
+    """Every stored result for models whose config equals ``config`` except for the seed."""
+    spec = registry.task(task)
+    wanted = json.loads(json.dumps(config_mod.unstructure(config)))  # as stored: tuples become lists
+    wanted.pop("seed", None)
+    known = {s.name: s for s in registry.strategies(task)}
+    rows: list[Row] = []
+    for key in store.keys(f"models/{task}"):
+        entry = store.get(key)
+        if entry is None:
+            continue
+        data = dict(entry.attrs.get("config", {}))
+        seed = data.pop("seed", None)
+        if data != wanted:
+            continue
+        model_hash = entry.attrs["model_hash"]
+        results = {}
+        for result_key in store.keys(f"results/{task}/{model_hash}"):
+            stored = store.get(result_key)
+            if stored is not None:
+                result = ProofResult.from_dict(stored.attrs)
+                results[result.strategy] = result
+        exact = results.get(spec.reference_strategy) if spec.reference_strategy else None
+        for name, result in sorted(results.items()):
+            strategy = known.get(name)
+            normalised = (result.accuracy_lower_bound / exact.accuracy_lower_bound
+                          if exact is not None and exact.accuracy_lower_bound > 0 else None)
+            rows.append(Row(seed, entry.attrs.get("config_hash", key.rsplit("/", 1)[-1]), result,
+                            strategy.spec.family if strategy else "(unregistered)",
+                            strategy.complexity if strategy else "?", normalised))
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(rows: list[Row]) -> dict[str, list[dict[str, Any]]]:
+    """Per-strategy and per-family summaries (family: the best strategy of the family on each seed)."""
+    by_strategy: dict[str, list[Row]] = {}
+    for row in rows:
+        by_strategy.setdefault(row.result.strategy, []).append(row)
+    strategies = []
+    for name, group in sorted(by_strategy.items()):
+        bound = _mean_std([r.result.accuracy_lower_bound for r in group])
+        norm = _mean_std([r.normalised for r in group])
+        strategies.append({
+            "strategy": name, "family": group[0].family, "complexity": group[0].complexity, "seeds": len(group),
+            "bound_mean": bound[0], "bound_std": bound[1], "normalised_mean": norm[0], "normalised_std": norm[1],
+            "flops_mean": statistics.fmean(r.result.flops for r in group),
+            "unexplained_dimension": statistics.fmean(r.result.unexplained_dimension or 0 for r in group),
+            "seconds_mean": statistics.fmean(r.result.seconds for r in group),
+        })
+    by_family: dict[str, dict[Any, Row]] = {}
+    for row in rows:
+        best = by_family.setdefault(row.family, {})
+        current = best.get(row.seed)
+        if current is None or row.result.accuracy_lower_bound > current.result.accuracy_lower_bound:
+            best[row.seed] = row
+    families = []
+    for family, best in sorted(by_family.items()):
+        group = list(best.values())
+        bound = _mean_std([r.result.accuracy_lower_bound for r in group])
+        norm = _mean_std([r.normalised for r in group])
+        families.append({
+            "family": family, "strategies": len({r.result.strategy for r in rows if r.family == family}),
+            "seeds": len(group), "best_bound_mean": bound[0], "best_bound_std": bound[1],
+            "best_normalised_mean": norm[0], "best_normalised_std": norm[1],
+            "flops_of_best_mean": statistics.fmean(r.result.flops for r in group),
+            "unexplained_dimension_of_best": statistics.fmean(r.result.unexplained_dimension or 0 for r in group),
+        })
+    return {"strategies": strategies, "families": families}
+
+
+def _pm(mean: float, std: float, digits: int = 4) -> str:
+    return "-" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _tables(summary) -> list[tuple[str, list[str], list[list[str]]]]:
+    fam_headers = ["family", "strategies", "seeds", "best bound", "best normalised", "FLOPs (best)", "unexpl. dim"]
+    fam_rows = [[f["family"], str(f["strategies"]), str(f["seeds"]), _pm(f["best_bound_mean"], f["best_bound_std"]),
+                 _pm(f["best_normalised_mean"], f["best_normalised_std"]), f"{f['flops_of_best_mean']:.3g}",
+                 f"{f['unexplained_dimension_of_best']:.4g}"] for f in summary["families"]]
+    headers = ["strategy", "family", "complexity", "seeds", "bound", "normalised", "FLOPs", "unexpl. dim"]
+    rows = [[s["strategy"], s["family"], s["complexity"], str(s["seeds"]), _pm(s["bound_mean"], s["bound_std"]),
+             _pm(s["normalised_mean"], s["normalised_std"]), f"{s['flops_mean']:.3g}",
+             f"{s['unexplained_dimension']:.4g}"] for s in summary["strategies"]]
+    return [("Per family (the best strategy of the family on each seed)", fam_headers, fam_rows),
+            ("Per strategy", headers, rows)]
+
+
+def render(summary, fmt: str = "table") -> str:
+    """The summary as ``table`` (terminal), ``markdown``, ``csv``, ``latex`` or ``json``."""
+    if fmt == "json":
+        return json.dumps(summary, indent=2, sort_keys=True, allow_nan=True)
+    out = []
+    for title, headers, rows in _tables(summary):
+        if fmt == "csv":
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(["table", *headers])
+            writer.writerows([[title, *row] for row in rows])
+            out.append(buffer.getvalue().rstrip("\n"))
+        elif fmt == "markdown":
+            lines = [f"### {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            out.append("\n".join(lines))
+        elif fmt == "latex":
+            def tex(text):
+                return (text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("&", "\\&")
+                        .replace("%", "\\%").replace("#", "\\#").replace("^", "\\^{}").replace("±", "$\\pm$"))
+
+            lines = [f"% {title}", "\\begin{tabular}{" + "l" * len(headers) + "}", "\\hline",
+                     " & ".join(tex(h) for h in headers) + " \\\\", "\\hline"]
+            lines += [" & ".join(tex(c) for c in row) + " \\\\" for row in rows]
+            lines += ["\\hline", "\\end{tabular}"]
+            out.append("\n".join(lines))
+        elif fmt == "table":
+            widths = [max(len(x) for x in column) for column in zip(headers, *rows)]
+            lines = [title, "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
+                     "  ".join("-" * w for w in widths)]
+            lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+            out.append("\n".join(lines))
+        else:
+            raise ValueError(f"unknown format {fmt!r}")
+    return "\n\n".join(out)
+
+
+def pareto_frontier(points: list[tuple[float, float, Any]]) -> list[tuple[float, float, Any]]:
+    """Points ``(cost, value, label)`` not beaten by another with strictly lower cost *and* higher value."""
+    frontier = [p for p in points if not any(o[0] < p[0] and o[1] > p[1] for o in points)]
+    return sorted(frontier, key=lambda p: (p[0], -p[1]))
+
+
+def plot(rows: list[Row], summary, path: str | pathlib.Path, title: str = "") -> list[pathlib.Path]:
+    """Write the three report plots next to ``path`` (its suffix, .png or .svg, picks the format)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = pathlib.Path(path)
+    suffix = path.suffix.lower() or ".png"
+    if suffix not in {".png", ".svg"}:
+        from .errors import GbmiError
+
+        raise GbmiError(f"plots are written as .png or .svg, not {suffix!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    families = sorted({r.family for r in rows})
+    colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
+    seeds = len({r.seed for r in rows})
+    written = []
+
+    def save(fig, name):
+        target = path.with_name(f"{path.stem}-{name}{suffix}")
+        fig.tight_layout()
+        fig.savefig(target, dpi=120)
+        plt.close(fig)
+        written.append(target)
+
+    # 1. normalised bound vs proof length, with the Pareto frontier of per-strategy means
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    value = (lambda r: r.normalised) if any(r.normalised is not None for r in rows) else (
+        lambda r: r.result.accuracy_lower_bound)
+    for family in families:
+        group = [r for r in rows if r.family == family and value(r) is not None]
+        ax.scatter([r.result.flops for r in group], [value(r) for r in group], s=12, alpha=0.6,
+                   color=colours[family], label=family)
+    means = [(s["flops_mean"], s["normalised_mean"] if not math.isnan(s["normalised_mean"]) else s["bound_mean"],
+              s["strategy"]) for s in summary["strategies"]]
+    frontier = pareto_frontier(means)
+    ax.plot([p[0] for p in frontier], [p[1] for p in frontier], "k--", lw=1, marker="o", mfc="none",
+            label="Pareto frontier (strategy means)")
+    ax.set_xscale("log")
+    ax.set_xlabel("proof length (FLOPs of verification, log scale)")
+    ax.set_ylabel("accuracy bound / true accuracy" if value(rows[0]) is not None and rows[0].normalised is not None
+                  else "accuracy lower bound")
+    ax.set_title(f"{title}normalised bound vs proof length ({seeds} seeds; a dot per seed and strategy)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    save(fig, "bound-vs-flops")
+
+    # 2. bound vs unexplained dimension
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for family in families:
+        group = [r for r in rows if r.family == family and r.result.unexplained_dimension]
+        ax.scatter([r.result.unexplained_dimension for r in group], [r.result.accuracy_lower_bound for r in group],
+                   s=12, alpha=0.6, color=colours[family], label=family)
+    ax.set_xscale("log")
+    ax.set_xlabel("unexplained dimension (parameters the proof treats as a black box, log scale)")
+    ax.set_ylabel("accuracy lower bound")
+    ax.set_title(f"{title}bound vs unexplained dimension (a dot per seed and strategy)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    save(fig, "bound-vs-dimension")
+
+    # 3. per-seed spread of each family's best bound
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    best: dict[str, dict[Any, float]] = {}
+    for r in rows:
+        family_best = best.setdefault(r.family, {})
+        family_best[r.seed] = max(family_best.get(r.seed, -1.0), r.result.accuracy_lower_bound)
+    data = [list(best[f].values()) for f in families]
+    ax.boxplot(data, showmeans=True)
+    for i, values in enumerate(data, start=1):
+        ax.scatter([i] * len(values), values, s=10, alpha=0.5, color=colours[families[i - 1]])
+    ax.set_xticks(range(1, len(families) + 1), families, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("best accuracy lower bound in the family, per seed")
+    ax.set_title(f"{title}spread over seeds of each family's best bound")
+    ax.text(0.01, 0.01, "box: quartiles; line: median; triangle: mean; dots: seeds", transform=ax.transAxes,
+            fontsize=8, va="bottom")
+    ax.grid(alpha=0.3, axis="y")
+    save(fig, "family-spread")
+    return written
