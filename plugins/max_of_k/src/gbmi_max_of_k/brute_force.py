@@ -25,12 +25,18 @@ from .model import Paths, paths
 MAX_INPUTS = 2**32  # beyond this, enumerating every input is not a sensible proof
 
 
-def _tables(P: Paths, q: int):  # noqa: N803
+def _path_tables(P: Paths) -> dict:
+    """The path matrices brute force needs, computed once: ``O(V^2 D)``."""
+    return {"EQKE": P.EQKE(), "EQKP": P.EQKP(), "EUPU": P.EUPU(), "OV": P.EVOU()[None, :, :] + P.PVOU()[:, None, :]}
+
+
+def _tables(P: Paths, q: int, paths_: dict | None = None):
     """Per-position tables for query token ``q``: ``D [n, V, V]`` (position, token, output) and ``w [n, V]``."""
-    scores = (P.EQKE()[q][None, :] + P.EQKP()[q][:, None]) / P.attn_scale  # [n, V]: position x key token
+    t = paths_ or _path_tables(P)
+    scores = (t["EQKE"][q][None, :] + t["EQKP"][q][:, None]) / P.attn_scale  # [n, V]: position x key token
     scores = scores - scores.max()  # softmax is shift-invariant: keep exp() in range
     w = scores.exp()  # [n, V]
-    base = P.EVOU()[None, :, :] + P.PVOU()[:, None, :] + P.EUPU()[q][None, None, :]  # [n, V, V]
+    base = t["OV"] + t["EUPU"][q][None, None, :]  # [n, V, V]: EVOU[t,x] + PVOU[p,x] + EUPU[q,x]
     return w[:, :, None] * base, w
 
 
@@ -73,8 +79,9 @@ def brute_force(model, *, block_elements: int = 1 << 20, with_loss: bool = True)
     near_ties = []
     eps32 = torch.finfo(torch.float32).eps
     last = n - 2  # the free position just before the query
+    tables = _path_tables(P)
     for q in range(V):
-        D64, w64 = _tables(P, q)  # [n, V, V], [n, V]
+        D64, w64 = _tables(P, q, tables)  # [n, V, V], [n, V]
         D, w, size = D64.float(), w64.float(), D64.abs().amax(-1).float()  # size bounds each term, for rounding
         # Sums over the prefix positions, with the query's own term folded in: [rows, V], [rows], [rows]
         A, Z, S = D[n - 1, q][None, :], w[n - 1, q].reshape(1), size[n - 1, q].reshape(1)
