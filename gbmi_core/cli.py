@@ -40,10 +40,11 @@ def _registry(ctx):
     if "registry" not in ctx.obj:
         from . import get_registry
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.formatwarning = lambda message, category, *a, **k: f"Warning: {message}\n"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             ctx.obj["registry"] = get_registry()
+        for warning in caught:  # one line per skipped plugin, not Python's two-line warning format
+            click.echo(f"Warning: {warning.message}", err=True)
     return ctx.obj["registry"]
 
 

@@ -65,10 +65,15 @@ def gbmi_models() -> Iterable["ModelSpec"]:
 
         from gbmi_core import ModelSpec, hookimpl
 
+        def build_wide(config):
+            import torch
+            return torch.nn.Sequential(torch.nn.Linear(config.n_bits, 16), torch.nn.ReLU(),
+                                       torch.nn.Linear(16, 2))
+
         @hookimpl
         def gbmi_models():
-            return [ModelSpec(task="parity", name="linear", summary="One linear layer.",
-                              build=build_model)]
+            return [ModelSpec(task="parity", name="mlp", summary="A one-hidden-layer MLP.",
+                              build=build_wide)]
 
     .. versionadded:: 0.1
     """
@@ -87,9 +92,11 @@ def gbmi_training() -> Iterable["TrainerSpec"]:
         from gbmi_core import TrainedModel, TrainerSpec, hookimpl
 
         def train(config, progress=True):
-            model = build_model(config)
-            ...  # optimise
-            return TrainedModel(model=model, metrics={"accuracy": 1.0})
+            import torch
+            torch.manual_seed(config.seed)
+            model = torch.nn.Linear(config.n_bits, 2)
+            # ... optimise it here ...
+            return TrainedModel(model=model, metrics={"steps": 0})
 
         @hookimpl
         def gbmi_training():
@@ -112,14 +119,18 @@ def gbmi_proof_strategies() -> Iterable["StrategySpec"]:
         from gbmi_core import Bound, StrategySpec, hookimpl
 
         def verify(model, certificate):
-            correct = ...  # count inputs proved correct
-            return Bound(correct_count=correct, total_count=2 ** 3)
+            import itertools, torch
+            inputs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=model.in_features)))
+            logits = model(inputs).detach()
+            label = inputs.sum(-1).long() % 2
+            right = logits.gather(1, label[:, None])[:, 0] > logits.gather(1, 1 - label[:, None])[:, 0]
+            return Bound(correct_count=int(right.sum()), total_count=len(inputs))
 
         @hookimpl
         def gbmi_proof_strategies():
             return [StrategySpec(task="parity", name="brute-force",
                                  summary="Run the model on every input.",
-                                 complexity="O(2^n)", verify=verify)]
+                                 complexity="O(2^n n)", verify=verify)]
 
     .. versionadded:: 0.1
     """

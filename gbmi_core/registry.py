@@ -273,7 +273,7 @@ class Registry:
                     model, _ = model_from_entry(spec, entry.arrays, entry.attrs, key)
                     return model, entry.attrs["metrics"]
                 except CorruptEntry as error:
-                    store._set_aside(key, store._link(key), str(error))
+                    store.set_aside(key, str(error))
             reference = spec.reference_models.get(config_mod.content_hash(config))
             if reference is not None:
                 path = reference() if callable(reference) else reference

@@ -142,7 +142,7 @@ class Store:
         try:
             return self._read(key, link)
         except CorruptEntry as error:
-            self._set_aside(key, link, str(error))
+            self.set_aside(key, str(error))
             return None
 
     def _read(self, key: str, link: pathlib.Path) -> Entry:
@@ -161,7 +161,9 @@ class Store:
             raise CorruptEntry(f"store entry {key!r} fails its checksum")
         return Entry(key, arrays, attributes)
 
-    def _set_aside(self, key: str, link: pathlib.Path, reason: str) -> None:
+    def set_aside(self, key: str, reason: str) -> None:
+        """Move a bad entry to ``.corrupt/`` (kept for inspection) and warn; the key then reads as absent."""
+        link = self._link(key)
         aside = self.root / ".corrupt" / f"{key.replace('/', '__')}.{int(time.time())}.{uuid.uuid4().hex[:8]}"
         try:
             target = link.resolve()

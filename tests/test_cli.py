@@ -69,3 +69,14 @@ def test_train_then_prove_through_the_cli(example_plugin_dir, tmp_path):
     assert (result["strategy"], result["correct_count"], result["total_count"]) == ("enumerate", 8, 8)
     table = run_gbmi(*store, "prove", "majority", "--seed", "3", pythonpath=[example_plugin_dir], env=env)
     assert table.stdout.splitlines()[0].split()[:3] == ["strategy", "bound", "correct/total"]
+
+
+def test_a_broken_plugin_warns_in_one_line_and_strict_mode_fails():
+    env = {"GBMI_LOAD_PLUGINS": "gbmi-fake-good,gbmi-fake-broken"}
+    lenient = run_gbmi("list-tasks", env=env, pythonpath=[FAKE_PLUGINS])
+    assert lenient.returncode == 0
+    assert lenient.stderr.startswith("Warning: gbmi plugin entry point 'fake_broken' of gbmi-fake-broken 0.2")
+    assert len(lenient.stderr.strip().splitlines()) == 1 and "fake-good" in lenient.stdout
+    strict = run_gbmi("list-tasks", env={**env, "GBMI_STRICT_PLUGINS": "1"}, pythonpath=[FAKE_PLUGINS])
+    assert strict.returncode == 1
+    assert strict.stderr.startswith("Error: gbmi plugin entry point 'fake_broken'") and "Traceback" not in strict.stderr

@@ -10,7 +10,7 @@ import itertools
 
 import attrs
 
-from gbmi_core import Bound, StrategySpec, TaskSpec, TrainedModel, TrainerSpec, hookimpl
+from gbmi_core import Bound, ModelSpec, StrategySpec, TaskSpec, TrainedModel, TrainerSpec, hookimpl
 
 TASK = "majority"
 
@@ -80,6 +80,12 @@ def gbmi_tasks():
     return [TaskSpec(name=TASK, summary="Predict whether most of n bits are 1.", config_type=MajorityConfig,
                      build_model=build_model, input_space="{0,1}^n_bits", label=label, check_model=check_model,
                      presets={"five-bits": {"n_bits": 5}})]
+
+
+@hookimpl
+def gbmi_models():
+    return [ModelSpec(task=TASK, name="linear", summary="One linear layer from n bits to 2 logits.",
+                      build=build_model)]
 
 
 @hookimpl
