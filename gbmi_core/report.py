@@ -197,43 +197,42 @@ def plot(rows: list[Row], summary, path: str | pathlib.Path, title: str = "") ->
         plt.close(fig)
         written.append(target)
 
-    # 1. normalised bound vs proof length, with the Pareto frontier of per-strategy means
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    value = (lambda r: r.normalised) if any(r.normalised is not None for r in rows) else (
-        lambda r: r.result.accuracy_lower_bound)
-    for family in families:
-        group = [r for r in rows if r.family == family and value(r) is not None]
-        ax.scatter([r.result.flops for r in group], [value(r) for r in group], s=12, alpha=0.6,
-                   color=colours[family], label=family)
-    means = [(s["flops_mean"], s["normalised_mean"] if not math.isnan(s["normalised_mean"]) else s["bound_mean"],
-              s["strategy"]) for s in summary["strategies"]]
-    frontier = pareto_frontier(means)
-    ax.plot([p[0] for p in frontier], [p[1] for p in frontier], "k--", lw=1, marker="o", mfc="none",
-            label="Pareto frontier (strategy means)")
-    ax.set_xscale("log")
-    ax.set_xlabel("proof length (FLOPs of verification, log scale)")
-    ax.set_ylabel("accuracy bound / true accuracy" if value(rows[0]) is not None and rows[0].normalised is not None
-                  else "accuracy lower bound")
-    ax.set_title(f"{title}normalised bound vs proof length ({seeds} seeds; a dot per seed and strategy)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
-    save(fig, "bound-vs-flops")
+    normalised = any(r.normalised is not None for r in rows)
 
+    def scatter(x, y, xlabel, ylabel, what, name, extra=None):
+        """One dot per (seed, strategy), coloured by family; log-scale x."""
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        for family in families:
+            group = [r for r in rows if r.family == family and x(r) and y(r) is not None]
+            ax.scatter([x(r) for r in group], [y(r) for r in group], s=12, alpha=0.6, color=colours[family],
+                       label=family)
+        if extra:
+            extra(ax)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title}{what} ({seeds} seeds; a dot per seed and strategy)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(alpha=0.3)
+        save(fig, name)
+
+    def frontier(ax):
+        means = [(s["flops_mean"], s["normalised_mean"] if normalised else s["bound_mean"], s["strategy"])
+                 for s in summary["strategies"]]
+        points = pareto_frontier(means)
+        ax.plot([p[0] for p in points], [p[1] for p in points], "k--", lw=1, marker="o", mfc="none",
+                label="Pareto frontier (strategy means)")
+
+    # 1. normalised bound vs proof length, with the Pareto frontier of per-strategy means
+    scatter(lambda r: r.result.flops, (lambda r: r.normalised) if normalised else (lambda r: r.result.accuracy_lower_bound),
+            "proof length (FLOPs of verification, log scale)",
+            "accuracy bound / true accuracy" if normalised else "accuracy lower bound",
+            "normalised bound vs proof length" if normalised else "bound vs proof length", "bound-vs-flops", frontier)
     # 2. bound vs unexplained dimension
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for family in families:
-        group = [r for r in rows if r.family == family and r.result.unexplained_dimension]
-        ax.scatter([r.result.unexplained_dimension for r in group], [r.result.accuracy_lower_bound for r in group],
-                   s=12, alpha=0.6, color=colours[family], label=family)
-    ax.set_xscale("log")
-    ax.set_xlabel("unexplained dimension (parameters the proof treats as a black box, log scale)")
-    ax.set_ylabel("accuracy lower bound")
-    ax.set_title(f"{title}bound vs unexplained dimension (a dot per seed and strategy)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
-    save(fig, "bound-vs-dimension")
+    scatter(lambda r: r.result.unexplained_dimension, lambda r: r.result.accuracy_lower_bound,
+            "unexplained dimension (parameters the proof treats as a black box, log scale)",
+            "accuracy lower bound", "bound vs unexplained dimension", "bound-vs-dimension")
 
     # 3. per-seed spread of each family's best bound
     fig, ax = plt.subplots(figsize=(8, 5.5))
