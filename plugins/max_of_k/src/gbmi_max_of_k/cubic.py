@@ -104,8 +104,8 @@ def count_correct(L: torch.Tensor, L0: torch.Tensor, n: int) -> int:
     idx = torch.arange(V)
     q_le_m = idx[:, None] <= idx[None, :]
     correct = int((L0 < 0)[q_le_m].sum())  # c = 0: one sequence per (q, m)
-    k_lt_m = (idx[None, :, None] < idx[None, None, :]).reshape(1, V, V)  # [1, k, m] -> broadcast below
-    good = ((L < 0) & k_lt_m.permute(0, 2, 1)[..., None]).sum(dim=2)  # [q, m, c]: |Good|
+    k_below_m = idx[None, :, None, None] > idx[None, None, :, None]  # [1, m, k, 1]
+    good = ((L < 0) & k_below_m).sum(dim=2)  # [q, m, c]: |Good| = #{k < m : L[q, m, k, c] < 0}
     for c in range(1, n):
         valid = (idx[:, None] == idx[None, :]) if c == n - 1 else q_le_m
         histogram = torch.bincount(good[..., c][valid], minlength=V + 1).tolist()
