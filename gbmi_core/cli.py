@@ -15,6 +15,7 @@ import warnings
 import click
 
 from .errors import GbmiError
+from .report import format_table as _table
 
 
 class _Group(click.Group):
@@ -68,18 +69,6 @@ def main(ctx, store, debug):
 
 def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
-
-
-def _table(rows: list[list[str]], headers: list[str], right: set[int] = frozenset()) -> str:
-    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
-
-    def fmt(row):
-        cells = [str(cell).rjust(w) if i in right else str(cell).ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
-        return "  ".join(cells).rstrip()
-
-    lines = [fmt(headers), "  ".join("-" * w for w in widths)]
-    lines += [fmt(row) for row in rows]
-    return "\n".join(lines)
 
 
 @main.command("plugins")

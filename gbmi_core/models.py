@@ -14,6 +14,7 @@ import numpy as np
 
 from .config import HASH_LENGTH, canonical_json, content_hash, structure, unstructure
 from .errors import CorruptEntry, ModelRefused
+from .store import hash_arrays
 
 _META = "__gbmi__"
 
@@ -26,12 +27,7 @@ def model_weights(model: Any) -> dict[str, np.ndarray]:
 
 
 def weights_hash(weights: Mapping[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(weights):
-        array = np.ascontiguousarray(weights[name])
-        digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()[:HASH_LENGTH]
+    return hash_arrays(hashlib.sha256(), weights).hexdigest()[:HASH_LENGTH]
 
 
 def model_hash(model: Any) -> str:

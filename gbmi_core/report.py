@@ -111,6 +111,17 @@ def summarise(rows: list[Row]) -> dict[str, list[dict[str, Any]]]:
     return {"strategies": strategies, "families": families}
 
 
+def format_table(rows: list[list[str]], headers: list[str], right=frozenset()) -> str:
+    """A plain-text table: a header, a rule, then rows; columns in ``right`` are right-aligned."""
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+
+    def fmt(row):
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths), *(fmt(row) for row in rows)])
+
+
 def _pm(mean: float, std: float, digits: int = 4) -> str:
     return "-" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -155,11 +166,7 @@ def render(summary, fmt: str = "table") -> str:
             lines += ["\\hline", "\\end{tabular}"]
             out.append("\n".join(lines))
         elif fmt == "table":
-            widths = [max(len(x) for x in column) for column in zip(headers, *rows)]
-            lines = [title, "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
-                     "  ".join("-" * w for w in widths)]
-            lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-            out.append("\n".join(lines))
+            out.append(f"{title}\n{format_table(rows, headers)}")
         else:
             raise ValueError(f"unknown format {fmt!r}")
     return "\n\n".join(out)

@@ -60,14 +60,19 @@ def _check_key(key: str) -> list[str]:
     return parts
 
 
-def checksum(arrays: Mapping[str, np.ndarray], attributes: Mapping[str, Any]) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps(attributes, sort_keys=True, separators=(",", ":")).encode())
+def hash_arrays(digest, arrays: Mapping[str, np.ndarray]):
+    """Feed named arrays (name, dtype, shape and bytes, by sorted name) into a hashlib ``digest``."""
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
         digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
         digest.update(array.tobytes())
-    return digest.hexdigest()
+    return digest
+
+
+def checksum(arrays: Mapping[str, np.ndarray], attributes: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(attributes, sort_keys=True, separators=(",", ":")).encode())
+    return hash_arrays(digest, arrays).hexdigest()
 
 
 @attrs.frozen

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import gbmi_core
 from gbmi_core import Certificate, CertificateRejected, Store
 from gbmi_max_of_k import subcubic as sc
-from gbmi_max_of_k.brute_force import _sequence_logits64, brute_force
+from gbmi_max_of_k.brute_force import _sequence_logits64, brute_force, strictly_right
 from gbmi_max_of_k.model import paths
 
 from .conftest import small_model, trained_model
@@ -69,11 +69,8 @@ def test_every_counted_sequence_is_correct():
     model = trained_model(8, 3, seed=1, steps=600)
     P = paths(model)
     seqs = _sequences(P.V, P.n)
-    logits = _sequence_logits64(P, seqs)
     m = seqs.max(-1).values
-    right = logits.gather(-1, m[:, None])[:, 0]
-    logits.scatter_(-1, m[:, None], float("-inf"))
-    correct = right > logits.amax(-1)
+    correct = strictly_right(_sequence_logits64(P, seqs), m)
     q = seqs[:, -1]
     c = (seqs != m[:, None]).sum(-1)
     largest_other = torch.where(seqs != m[:, None], seqs, -1).amax(-1)

@@ -49,6 +49,15 @@ def _sequence_logits64(P: Paths, tokens: torch.Tensor) -> torch.Tensor:
     return P.EUPU()[q] + torch.einsum("bn,bnv->bv", attention, ov)
 
 
+def strictly_right(logits: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Whether the logit of the right answer ``m`` is strictly the largest.  ``[b, V], [b] -> [b]``
+
+    Overwrites ``logits`` in place."""
+    right = logits.gather(-1, m[:, None])[:, 0]
+    logits.scatter_(-1, m[:, None], float("-inf"))
+    return right > logits.amax(-1)
+
+
 def _digits(index: torch.Tensor, V: int, n: int) -> torch.Tensor:
     """Sequence number -> tokens, position 0 the least significant digit.  ``[b] -> [b, n]``"""
     powers = V ** torch.arange(n, dtype=torch.int64)
@@ -113,10 +122,7 @@ def brute_force(model, *, block_elements: int = 1 << 20, with_loss: bool = True)
         rechecked = len(index)
         seqs = _digits(index, V, n)
         logits = _sequence_logits64(P, seqs)
-        m = seqs.max(-1).values
-        right = logits.gather(-1, m[:, None])[:, 0]
-        logits.scatter_(-1, m[:, None], float("-inf"))
-        correct += int((right > logits.amax(-1)).sum())
+        correct += int(strictly_right(logits, seqs.max(-1).values).sum())
     extra = {"near_ties_rechecked_in_float64": rechecked}
     if with_loss:
         extra["mean_loss"] = float(loss_sum / total)
@@ -137,8 +143,5 @@ def enumerate_with_forward(model, *, batch_size: int = 8192, progress: bool = Fa
         for start in tqdm(range(0, total, batch_size), disable=not progress, desc="forward enumeration"):
             seqs = _digits(torch.arange(start, min(start + batch_size, total)), V, n)
             logits = model(seqs)[:, -1]
-            m = seqs.max(-1).values
-            right = logits.gather(-1, m[:, None])[:, 0]
-            logits.scatter_(-1, m[:, None], float("-inf"))
-            correct += int((right > logits.amax(-1)).sum())
+            correct += int(strictly_right(logits, seqs.max(-1).values).sum())
     return correct, total
