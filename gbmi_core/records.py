@@ -96,11 +96,15 @@ class Bound:
     """What verification returns: an exact count of inputs proved correct out of ``total_count``.
 
     ``extra`` carries strategy-specific JSON-able numbers (e.g. the exact loss for brute force).
+    ``certified`` says that every decision behind the count was made with rounding accounted for, so the
+    count is a lower bound on the inputs correct in exact arithmetic (``docs/certified.md``); a strategy
+    that decides in plain floating point leaves it ``False``.
     """
 
     correct_count: int = attrs.field(converter=int)
     total_count: int = attrs.field(converter=int)
     extra: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda d: dict(d))
+    certified: bool = attrs.field(default=False, converter=bool)
 
     def __attrs_post_init__(self):
         if not 0 <= self.correct_count <= self.total_count:
@@ -141,7 +145,7 @@ class StrategySpec:
 
 @attrs.frozen
 class ProofResult:
-    """The outcome of one proof on one model."""
+    """The outcome of one proof on one model.  ``certified``: the bound holds under floating-point rounding."""
 
     task: str
     strategy: str
@@ -155,6 +159,7 @@ class ProofResult:
     search_seconds: float = 0.0
     verify_seconds: float = 0.0
     extra: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda d: dict(d))
+    certified: bool = False
 
     def to_dict(self) -> dict:
         return attrs.asdict(self)

@@ -126,6 +126,7 @@ class Strategy:
             search_seconds=searched - start,
             verify_seconds=verified - searched,
             extra=bound.extra,
+            certified=bound.certified,
         )
         if store is not None:
             store.put(f"results/{self.task}/{model_hash}/{self.name}", {}, result.to_dict())

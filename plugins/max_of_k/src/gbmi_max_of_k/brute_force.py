@@ -1,61 +1,65 @@
-"""Brute force: the exact accuracy (and mean loss) over all V^K inputs, through the path decomposition.
+"""Certified brute force: every one of the V^K inputs decided exactly, rounding accounted for.
 
-With ``q`` the last token, the final-position logits of a sequence ``t`` are, exactly,
+With ``q`` the last token, the final-position logits of a sequence ``t`` are
 
     logit[x] = EUPU[q,x] + Σ_i a_i (EVOU[t_i,x] + PVOU[i,x]),   a = softmax_i((EQKE[q,t_i] + EQKP[q,i]) / s)
 
-so with ``w_i = exp(score_i)`` and ``Z = Σ_i w_i``, ``Z·logit[x] = Σ_i D_i[t_i, x]`` where
-``D_i[t, x] = w_i(t) (EVOU[t,x] + PVOU[i,x] + EUPU[q,x])``.  For each query token we build all ``Z·logit``
-rows by broadcasting sums of the ``D_i`` tables, which costs ``O(V^K · V)`` additions and no matmul per
-sequence.  An input counts as correct only when the max token's logit is *strictly* the largest.
+so with weights ``w_i = exp(score_i - M)`` for *any* shift ``M`` the sign of ``logit[x] - logit[m]`` is the
+sign of ``N[x] = Σ_i w_i (b_i(t_i, x) - b_i(t_i, m))``, ``b_i(t, x) = EVOU[t,x] + PVOU[i,x] + EUPU[q,x]``.  An
+input is correct when ``N[x] < 0`` for every ``x ≠ m`` in exact arithmetic (``docs/certified.md``).
 
-Arithmetic: the weights are taken in float64; the screen over all inputs runs in float32; every input
-whose float32 margin is within a proven rounding allowance of a tie is recomputed in float64.  The result
-is the float64 model's exact count.
+Three stages, each sound on its own:
+
+1. **Screen** (float32, all inputs).  For each query token, the prefix rows (``t_0 .. t_{K-3}`` and the
+   query) are summed in float64, each row normalised by its own largest score, then sorted by that score
+   and cut into blocks whose scores lie within :data:`SPREAD` of each other.  A block meets the keys of
+   position ``K-2`` in one fused ``addcmul``: ``T = α_k b_k + γ_k Ã_r``, with one of ``α_k, γ_k`` equal to 1,
+   so every input's largest weight is at least ``e^-SPREAD`` and nothing underflows that matters (the
+   old screen's global shift let whole inputs underflow to zero).  Each input carries a rigorous
+   allowance: the float64 path tables' radii (certified products), the weights' relative error, float32
+   rounding of every product and sum (Higham's ``γ_n``) and an absolute underflow term.  ``margin >
+   allowance`` is correct, ``margin < -allowance`` is wrong, anything else (NaN included) goes on.
+2. **Float64 intervals** (:func:`classify`): each remaining input evaluated on its own, shifted by its own
+   largest score, in :class:`~gbmi_core.certified.Interval` arithmetic.  Outputs whose unembedding column
+   equals the max token's exactly tie in exact arithmetic, so such inputs are wrong without arithmetic.
+3. **mpmath intervals** at :data:`MPMATH_BITS` bits for what float64 cannot decide.  What is still open
+   (an exact tie of another kind) is reported in ``extra["undecided"]`` and not counted.
+
+The mean loss (not part of the bound) is the float32 screen's, made stable by the per-input shift, with
+non-finite entries recomputed from float64 log-sum-exp.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from gbmi_core import Bound, GbmiError
+from gbmi_core.certified import Interval, check_floating_point
+from gbmi_core.flops import charge
 
-from .model import Paths, paths
+from .model import Paths, interval_paths, paths
 
 MAX_INPUTS = 2**32  # beyond this, enumerating every input is not a sensible proof
+SPREAD = 40.0  # the scores of one block's rows lie within this of each other
+MPMATH_BITS = 256
+MPMATH_LIMIT = 512  # at most this many inputs go to mpmath; more stay undecided
+U32, ETA32 = 2.0**-24, 2.0**-126  # float32 unit roundoff; underflow allowance per float32 op (covers flushing)
+
+CORRECT, WRONG, UNDECIDED = 1, 0, -1
+
+
+def _gamma32(k: int) -> float:
+    return k * U32 / (1 - k * U32)
 
 
 def _path_tables(P: Paths) -> dict:
-    """The path matrices brute force needs, computed once: ``O(V^2 D)``."""
-    return {"EQKE": P.EQKE(), "EQKP": P.EQKP(), "EUPU": P.EUPU(), "OV": P.EVOU()[None, :, :] + P.PVOU()[:, None, :]}
-
-
-def _tables(P: Paths, q: int, paths_: dict | None = None):
-    """Per-position tables for query token ``q``: ``D [n, V, V]`` (position, token, output) and ``w [n, V]``."""
-    t = paths_ or _path_tables(P)
-    scores = (t["EQKE"][q][None, :] + t["EQKP"][q][:, None]) / P.attn_scale  # [n, V]: position x key token
-    scores = scores - scores.max()  # softmax is shift-invariant: keep exp() in range
-    w = scores.exp()  # [n, V]
-    base = t["OV"] + t["EUPU"][q][None, None, :]  # [n, V, V]: EVOU[t,x] + PVOU[p,x] + EUPU[q,x]
-    return w[:, :, None] * base, w
-
-
-def _sequence_logits64(P: Paths, tokens: torch.Tensor) -> torch.Tensor:
-    """Float64 last-position logits of explicit sequences ``[b, n] -> [b, V]`` (the reference formula)."""
-    q = tokens[:, -1]
-    scores = (P.EQKE()[q[:, None], tokens] + P.EQKP()[q]) / P.attn_scale  # [b, n]
-    attention = scores.softmax(-1)
-    ov = P.EVOU()[tokens] + P.PVOU()[None]  # [b, n, V]
-    return P.EUPU()[q] + torch.einsum("bn,bnv->bv", attention, ov)
-
-
-def strictly_right(logits: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Whether the logit of the right answer ``m`` is strictly the largest.  ``[b, V], [b] -> [b]``
-
-    Overwrites ``logits`` in place."""
-    right = logits.gather(-1, m[:, None])[:, 0]
-    logits.scatter_(-1, m[:, None], float("-inf"))
-    return right > logits.amax(-1)
+    """Certified path tables (``O(V^2 D)``), ``OV [n, V, V] = EVOU[t,x] + PVOU[i,x]``, and tied output columns."""
+    T = interval_paths(P)
+    T["OV"] = T["EVOU"][None, :, :] + T["PVOU"][:, None, :]
+    T["tied"] = (P.W_U[:, :, None] == P.W_U[:, None, :]).all(0) & ~torch.eye(P.V, dtype=torch.bool)  # [m, x]
+    return T
 
 
 def _digits(index: torch.Tensor, V: int, n: int) -> torch.Tensor:
@@ -64,75 +68,278 @@ def _digits(index: torch.Tensor, V: int, n: int) -> torch.Tensor:
     return (index[:, None] // powers) % V
 
 
-def brute_force(model, *, block_elements: int = 1 << 20, with_loss: bool = True) -> Bound:
-    """The exact number of inputs the model gets right (strictly), and its exact mean loss.
+class _Query:
+    """The screen's tables for one query token ``q``: score mids, base mids and per-term error budgets."""
 
-    Cost ``O(V^(K+1))`` additions, comparisons and (for the loss) exponentials.  Sound by construction:
-    every input is evaluated.  Work is done in blocks of about ``block_elements`` floats, small enough to
-    stay in cache.
+    def __init__(self, P: Paths, T: dict, q: int):
+        n = P.n
+        scores = (T["EQKE"][q][None, :] + T["EQKP"][q][:, None]) / P.attn_scale  # [n, V]: position x key token
+        base = T["OV"] + T["EUPU"][q][None, None, :]  # [n, V, V]: b_i(t, x)
+        self.s = scores.mid
+        self.b = base.mid
+        magnitude = self.b.abs().amax(-1)  # [n, V]
+        radius = base.radius.amax(-1)
+        # Relative error of any computed weight exp(s - M) (any chain of K rescalings) against exact.
+        spread = float(self.s.abs().max()) * 4 + 1
+        rho = 2 * (float(scores.radius.max()) + 4 * spread * 2.0**-53) + 16 * (n + 4) * 2.0**-52
+        self.usable = math.isfinite(rho) and rho < 1e-3 and bool(torch.isfinite(self.b).all())
+        c_sum = 2 * _gamma32(n + 2) + 10 * U32  # float32 sums, products, casts and the final subtraction
+        # Per unit of weight: what one term may contribute to |computed margin - exact margin|.
+        self.budget = (2 * (magnitude * (2 * rho + 2 * U32) + 2 * radius)
+                       + c_sum * (magnitude + radius)) * (1 + 2.0**-10)  # [n, V]
+
+
+def _prefix_rows(Qt: _Query, q: int, n: int, V: int):
+    """Rows ``t_0 .. t_{K-3}`` (plus the query), each normalised by its own largest score, in float64.
+
+    Returns ``(M [rows], A [rows, V], Z [rows], B [rows], top [rows])``: the largest score, Σ w b, Σ w, Σ w
+    budget (with ``w = exp(s - M)``), and the largest token of the row including the query.
     """
+    M = Qt.s[n - 1, q].reshape(1)
+    A, Z, B = Qt.b[n - 1, q][None, :], torch.ones(1, dtype=torch.float64), Qt.budget[n - 1, q].reshape(1)
+    top = torch.full((1,), q, dtype=torch.int64)
+    tokens = torch.arange(V)
+    for p in range(n - 2):
+        s = Qt.s[p][:, None]  # [V(t), 1]
+        M_new = torch.maximum(s, M[None, :])  # [V, rows]
+        a, g = (s - M_new).exp(), (M[None, :] - M_new).exp()
+        A = (a[..., None] * Qt.b[p][:, None, :] + g[..., None] * A[None]).reshape(-1, V)
+        Z = (a + g * Z[None]).reshape(-1)
+        B = (a * Qt.budget[p][:, None] + g * B[None]).reshape(-1)
+        top = torch.maximum(tokens[:, None], top[None, :]).reshape(-1)
+        M = M_new.reshape(-1)
+    return M, A, Z, B, top
+
+
+def _row_blocks(M: torch.Tensor, row_block: int) -> list[slice]:
+    """Cut rows sorted by their largest score into blocks of at most ``row_block``, within :data:`SPREAD`."""
+    bucket = ((M - M[0]) / (SPREAD / 2)).floor().to(torch.int64)
+    blocks, start = [], 0
+    for count in torch.unique_consecutive(bucket, return_counts=True)[1].tolist():
+        blocks += [slice(r0, min(r0 + row_block, start + count)) for r0 in range(start, start + count, row_block)]
+        start += count
+    return blocks
+
+
+def _screen_query(Qt: _Query, q: int, n: int, V: int, sizes: tuple[int, int], with_loss: bool, buffers: dict):
+    """The float32 screen of every input with query token ``q``.
+
+    Returns ``(correct, undecided, loss, overflowed)``: the count proved correct, the sequence numbers
+    left for float64, the summed float32 loss, and the sequence numbers whose float32 loss overflowed.
+    """
+    key_block, row_block = sizes
+    M, A, Z, B, top = _prefix_rows(Qt, q, n, V)
+    order = M.argsort()  # rows by their largest score, so that a block's scores are close
+    M, A, Z, B, top = M[order], A[order], Z[order], B[order], top[order]
+    margin = torch.empty(V, len(M), dtype=torch.float64)  # [keys, rows], sorted rows
+    allowance = torch.empty_like(margin)
+    losses = torch.zeros(V, len(M)) if with_loss else None
+    b_last = Qt.b[n - 2].float()  # [V(k), V(x)]
+    for rows in _row_blocks(M, row_block):
+        M_block = M[rows].max()
+        scale = (M[rows] - M_block).exp()  # rows normalised to the block's largest score
+        A_blk = (A[rows] * scale[:, None]).float()
+        Z_blk, B_blk = Z[rows] * scale, B[rows] * scale
+        for k0 in range(0, V, key_block):
+            ks = slice(k0, min(k0 + key_block, V))
+            s_k = Qt.s[n - 2, ks]
+            S = torch.maximum(s_k, M_block)
+            alpha, gamma = (s_k - S).exp(), (M_block - S).exp()  # one of each pair is 1
+            logits = _buffer(buffers, "logits", (len(s_k), len(Z_blk), V))
+            torch.addcmul((alpha[:, None].float() * b_last[ks])[:, None, :], gamma.float()[:, None, None],
+                          A_blk[None], out=logits)  # [keys, rows, V] = Z · logits
+            m = torch.maximum(torch.arange(V)[ks, None], top[None, rows])  # [keys, rows]: the max token
+            at_m = _buffer(buffers, "steps", (m.numel(),), torch.int64) + m.reshape(-1)
+            flat = logits.view(-1)
+            right = flat[at_m].view(m.shape)
+            flat.index_put_((at_m,), buffers["-inf"])  # only the wrong outputs x != m remain
+            margin[ks, rows] = right - logits.amax(-1)  # > 0: correct
+            allowance[ks, rows] = alpha[:, None] * Qt.budget[n - 2, ks][:, None] + gamma[:, None] * B_blk[None]
+            if with_loss:  # log(1 + Σ_{x≠m} exp(logit[x] - logit[m])), the per-input shift keeps it in range
+                inv_Z = (1.0 / (alpha[:, None] + gamma[:, None] * Z_blk[None])).float()
+                shifted = torch.mul(logits, inv_Z[..., None], out=_buffer(buffers, "loss", logits.shape))
+                # exp below -87 makes float32 subnormals, about 5x slower; e^-80 changes no loss
+                losses[ks, rows] = shifted.sub_((right * inv_Z)[..., None]).clamp_(min=-80.0).exp_().sum(-1).log1p_()
+    allowance += 2 * (n + 4) * ETA32
+    sure = margin > allowance
+    unsure = ~(sure | (margin < -allowance))  # NaN lands here too
+    where = unsure.nonzero()
+    first = q * V * len(M)  # sequence number = row + rows · (key + V · q)
+    undecided = order[where[:, 1]] + where[:, 0] * len(M) + first
+    loss, overflowed = torch.zeros((), dtype=torch.float64), torch.zeros(0, dtype=torch.int64)
+    if with_loss:
+        finite = torch.isfinite(losses)
+        loss = losses[finite].sum(dtype=torch.float64)
+        where = (~finite).nonzero()
+        overflowed = order[where[:, 1]] + where[:, 0] * len(M) + first
+    return int(sure.sum()), undecided, loss, overflowed
+
+
+def _buffer(buffers: dict, name: str, shape, dtype=torch.float32) -> torch.Tensor:
+    """A reused tensor: fresh multi-megabyte outputs in every block cost page faults."""
+    key = (name, tuple(shape))
+    if key not in buffers:
+        buffers[key] = torch.arange(shape[0]) * buffers["V"] if name == "steps" else torch.empty(shape, dtype=dtype)
+    return buffers[key]
+
+
+def brute_force(model, *, block_elements: int = 1 << 20, with_loss: bool = True) -> Bound:
+    """The exact number of inputs the model gets right (strictly, in exact arithmetic), and its mean loss.
+
+    Cost ``O(V^(K+1))`` float32 additions, comparisons and (for the loss) exponentials, plus a float64
+    recheck of the inputs the screen cannot decide.  ``extra``: ``undecided`` (not counted),
+    ``rechecked_float64``, ``rechecked_mpmath``, ``mean_loss``.
+    """
+    check_floating_point()
     P = paths(model)
     V, n = P.V, P.n
     total = V**n
     if total > MAX_INPUTS:
         raise GbmiError(f"brute force over {V}^{n} = {total:.3g} inputs is infeasible here (limit {MAX_INPUTS:.3g})")
-    tokens = torch.arange(V)
-    rows = V ** (n - 2)  # prefixes t_0 .. t_{n-3}, t_0 the least significant digit
-    prefix_max = torch.zeros(1, dtype=torch.int64)
-    for _ in range(n - 2):
-        prefix_max = torch.maximum(tokens[:, None], prefix_max[None, :]).reshape(-1)
-    row_block = max(1, min(rows, 1024))
-    key_block = max(1, min(V, block_elements // (row_block * V)))
-    correct = 0
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    near_ties = []
-    eps32 = torch.finfo(torch.float32).eps
-    last = n - 2  # the free position just before the query
-    tables = _path_tables(P)
+    if n < 2:
+        raise GbmiError("brute force needs K >= 2")
+    T = _path_tables(P)
+    rows = V ** (n - 2)
+    key_block = max(1, min(V, block_elements // (V * min(rows, 256))))
+    row_block = max(1, min(rows, block_elements // (key_block * V)))
+    correct, loss_sum = 0, torch.zeros((), dtype=torch.float64)
+    recheck, loss64 = [], []  # sequence numbers to decide in float64; to take the loss of in float64
+    buffers = {"-inf": torch.tensor(float("-inf")), "V": V}
     for q in range(V):
-        D64, w64 = _tables(P, q, tables)  # [n, V, V], [n, V]
-        D, w, size = D64.float(), w64.float(), D64.abs().amax(-1).float()  # size bounds each term, for rounding
-        # Sums over the prefix positions, with the query's own term folded in: [rows, V], [rows], [rows]
-        A, Z, S = D[n - 1, q][None, :], w[n - 1, q].reshape(1), size[n - 1, q].reshape(1)
-        for p in range(n - 2):
-            A = (D[p][:, None, :] + A[None, :, :]).reshape(-1, V)
-            Z = (w[p][:, None] + Z[None, :]).reshape(-1)
-            S = (size[p][:, None] + S[None, :]).reshape(-1)
-        for k0 in range(0, V, key_block):
-            ks = tokens[k0 : k0 + key_block]
-            for r0 in range(0, rows, row_block):
-                r1 = r0 + row_block
-                T = torch.add(D[last, ks][:, None, :], A[None, r0:r1])  # [keys, rows, V] = Z * logits
-                m = torch.maximum(ks[:, None], prefix_max[None, r0:r1]).clamp_(min=q)[..., None]  # max token
-                U = T.sub_(T.gather(-1, m))  # Z * (logit[x] - logit[m]), in place
-                U.scatter_(-1, m, float("-inf"))  # only the wrong outputs x != m remain
-                margin = -U.amax(-1)  # > 0 means correct
-                allowance = (8 * (n + 2) * eps32) * (size[last, ks][:, None] + S[None, r0:r1])
-                correct += int((margin > allowance).sum())
-                unsure = (margin.abs() <= allowance).nonzero()
-                if len(unsure):
-                    index = (unsure[:, 1] + r0) + (ks[unsure[:, 0]] + q * V) * rows
-                    near_ties.append(index)
-                if with_loss:  # loss = log(1 + sum_{x != m} exp(logit[x] - logit[m]))
-                    inv_Z = 1.0 / (w[last, ks][:, None] + Z[None, r0:r1])
-                    loss_sum += U.mul_(inv_Z[..., None]).exp_().sum(-1).log1p_().sum(dtype=torch.float64)
-    rechecked = 0
-    if near_ties:
-        index = torch.cat(near_ties)
-        rechecked = len(index)
-        seqs = _digits(index, V, n)
-        logits = _sequence_logits64(P, seqs)
-        correct += int(strictly_right(logits, seqs.max(-1).values).sum())
-    extra = {"near_ties_rechecked_in_float64": rechecked}
+        Qt = _Query(P, T, q)
+        if not Qt.usable:  # scores or logits beyond what the float32 screen can bound: all go to float64
+            recheck.append(torch.arange(rows * V) + q * V * rows)
+            loss64.append(recheck[-1])
+            continue
+        proved, undecided, loss, overflowed = _screen_query(Qt, q, n, V, (key_block, row_block), with_loss, buffers)
+        correct += proved
+        loss_sum += loss
+        recheck.append(undecided)
+        loss64.append(overflowed)
+    extra = {"rechecked_float64": 0, "rechecked_mpmath": 0, "undecided": 0}
+    if recheck:
+        status, _, stats = classify_indices(P, T, torch.cat(recheck))
+        correct += int((status == CORRECT).sum())
+        extra.update(stats)
     if with_loss:
+        if loss64:
+            loss_sum += classify_indices(P, T, torch.cat(loss64), decide=False)[1].sum()
         extra["mean_loss"] = float(loss_sum / total)
-    return Bound(correct_count=correct, total_count=total, extra=extra)
+    return Bound(correct_count=correct, total_count=total, extra=extra, certified=True)
+
+
+def classify_indices(P: Paths, T: dict, index: torch.Tensor, *, decide: bool = True, chunk: int = 4096):
+    """:func:`classify` for inputs given by their sequence numbers, in chunks: ``(status, float64 losses,
+    stats)``.  ``decide=False`` only computes the losses."""
+    statuses, losses = [], []
+    for start in range(0, len(index), chunk):
+        seqs = _digits(index[start : start + chunk], P.V, P.n)
+        status, loss = _classify64(P, T, seqs)
+        statuses.append(status)
+        losses.append(loss)
+    status = torch.cat(statuses) if statuses else torch.zeros(0, dtype=torch.int8)
+    loss = torch.cat(losses) if losses else torch.zeros(0, dtype=torch.float64)
+    stats = {"rechecked_float64": len(index), "rechecked_mpmath": 0, "undecided": 0}
+    if decide:
+        open_ = (status == UNDECIDED).nonzero()[:, 0]
+        stats["rechecked_mpmath"] = min(len(open_), MPMATH_LIMIT)
+        if len(open_):
+            seqs = _digits(index[open_[:MPMATH_LIMIT]], P.V, P.n)
+            status[open_[:MPMATH_LIMIT]] = torch.tensor([_classify_mpmath(P, s.tolist()) for s in seqs],
+                                                        dtype=status.dtype)
+        stats["undecided"] = int((status == UNDECIDED).sum())
+    return status, loss, stats
+
+
+def classify(model_or_paths, seqs: torch.Tensor) -> torch.Tensor:
+    """Each input's status in exact arithmetic: ``CORRECT`` (1), ``WRONG`` (0) or ``UNDECIDED`` (-1).
+
+    Float64 intervals first, then mpmath; the reference every strategy's soundness tests use.
+    ``[b, K] -> [b]`` (int8).
+    """
+    P = model_or_paths if isinstance(model_or_paths, Paths) else paths(model_or_paths)
+    T = _path_tables(P)
+    powers = P.V ** torch.arange(P.n, dtype=torch.int64)
+    return classify_indices(P, T, (seqs * powers).sum(-1))[0]
+
+
+def _classify64(P: Paths, T: dict, seqs: torch.Tensor):
+    """Float64 interval decision per input, shifted by its own largest score; and its float64 loss."""
+    b, n = seqs.shape
+    q, m = seqs[:, -1], seqs.max(-1).values
+    pos = torch.arange(n)[None, :]
+    scores = (T["EQKE"][q[:, None], seqs] + T["EQKP"][q]) / P.attn_scale  # [b, n]
+    w = (scores - scores.mid.amax(-1, keepdim=True)).exp()  # [b, n]
+    ov = T["OV"][pos, seqs]  # [b, n, V]
+    ov_m = T["OV"][pos, seqs, m[:, None]]  # [b, n]
+    eupu = T["EUPU"][q]  # [b, V]
+    N = (w[..., None] * (ov - ov_m[..., None])).sum(1) + w.sum(1)[:, None] * (eupu - eupu[torch.arange(b), m][:, None])
+    others = torch.ones(b, P.V, dtype=torch.bool)
+    others[torch.arange(b), m] = False
+    right = (N.certainly_negative() | ~others).all(-1)
+    wrong = (N.certainly_positive() & others).any(-1) | T["tied"][m].any(-1)
+    status = torch.full((b,), UNDECIDED, dtype=torch.int8)
+    status[right] = CORRECT
+    status[wrong] = WRONG
+    # The loss, log Σ_x exp(logit[x] - logit[m]) = logsumexp(N / Z) with N[m] = 0, stable in float64.
+    loss = (torch.where(others, N.mid, 0.0) / w.mid.sum(1, keepdim=True)).logsumexp(-1)
+    return status, loss
+
+
+_MP_CACHE: dict = {}
+
+
+def _classify_mpmath(P: Paths, seq: list[int]) -> int:
+    """One input in mpmath interval arithmetic at :data:`MPMATH_BITS` bits, straight from the weights."""
+    import mpmath
+
+    iv = mpmath.iv
+    saved, iv.prec = iv.prec, MPMATH_BITS
+    try:
+        return _classify_iv(P, seq, iv)
+    finally:
+        iv.prec = saved
+
+
+def _classify_iv(P: Paths, seq: list[int], iv) -> int:
+    key = (id(P), MPMATH_BITS)
+    if key not in _MP_CACHE:
+        _MP_CACHE.clear()
+
+        def mat(t):
+            return iv.matrix([[iv.mpf(float(v)) for v in row] for row in t.tolist()])
+
+        OVU = mat(P.W_V) * (mat(P.W_O) * mat(P.W_U))  # [D, V]
+        _MP_CACHE[key] = {"OVU": OVU, "QK": mat(P.W_Q) * mat(P.W_K).T, "W_E": mat(P.W_E), "W_pos": mat(P.W_pos),
+                          "W_U": mat(P.W_U)}
+    W = _MP_CACHE[key]
+    n, V, D = P.n, P.V, P.D
+    charge(n * D * (2 * V + 2 * D), "mpmath recheck")
+    q, m = seq[-1], max(seq)
+    resid = [W["W_E"][t, :] + W["W_pos"][i, :] for i, t in enumerate(seq)]  # [n] rows of D
+    query = resid[-1] * W["QK"]  # [D]
+    scores = [sum((query[d] * resid[i][d] for d in range(D)), iv.mpf(0)) / iv.mpf(P.attn_scale) for i in range(n)]
+    shift = max(float(s.mid) for s in scores)
+    w = [iv.exp(s - shift) for s in scores]
+    direct = resid[-1] * W["W_U"]  # [V]
+    ov = [resid[i] * W["OVU"] for i in range(n)]  # [n] rows of V
+    Z = sum(w, iv.mpf(0))
+    decided_right = True
+    for x in range(V):
+        if x == m:
+            continue
+        N = sum((w[i] * (ov[i][x] - ov[i][m]) for i in range(n)), iv.mpf(0)) + Z * (direct[x] - direct[m])
+        if N.a > 0:
+            return WRONG
+        if not N.b < 0:
+            decided_right = False
+    return CORRECT if decided_right else UNDECIDED
 
 
 def enumerate_with_forward(model, *, batch_size: int = 8192, progress: bool = False) -> tuple[int, int]:
     """The naive reference: run ``model`` forward on every input in batches; ``(strictly correct, total)``.
 
-    Uses the model's own dtype; this is what the brute-force proof is checked against, and its baseline.
+    Uses the model's own dtype and its own rounding; the benchmark's baseline, not a certified count.
     """
     from tqdm import tqdm
 
@@ -145,3 +352,11 @@ def enumerate_with_forward(model, *, batch_size: int = 8192, progress: bool = Fa
             logits = model(seqs)[:, -1]
             correct += int(strictly_right(logits, seqs.max(-1).values).sum())
     return correct, total
+
+
+def strictly_right(logits: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Whether the logit of the right answer ``m`` is strictly the largest (in the logits' own floats).
+    ``[b, V], [b] -> [b]``.  Overwrites ``logits`` in place."""
+    right = logits.gather(-1, m[:, None])[:, 0]
+    logits.scatter_(-1, m[:, None], float("-inf"))
+    return right > logits.amax(-1)

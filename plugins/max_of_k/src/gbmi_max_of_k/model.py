@@ -131,6 +131,23 @@ class Paths:
         return self.W_pos @ self.OVU
 
 
+def interval_paths(P: Paths, certified: bool = True) -> dict:
+    """The path matrices as :class:`~gbmi_core.certified.Interval` s enclosing their exact values.
+
+    ``Eq [V, D], EqQK [V, D], EQKE [V, V], EQKP [V, n], EUPU [V, V], EVOU [V, V], PVOU [n, V]``.  Each is a
+    chain of certified products of the exact weights; ``certified=False`` gives the same in plain float64.
+    Cost ``O(V^2 D + V D^2)``.
+    """
+    from gbmi_core.certified import Interval, matmul
+
+    Eq = Interval.exact(P.W_E, certified) + P.W_pos[-1]
+    EqQK = matmul(matmul(Eq, P.W_Q), P.W_K.T)
+    OVU = matmul(Interval.exact(P.W_V, certified), matmul(Interval.exact(P.W_O, certified), P.W_U))
+    return {"Eq": Eq, "EqQK": EqQK, "EQKE": matmul(EqQK, P.W_E.T), "EQKP": matmul(EqQK, P.W_pos.T),
+            "EUPU": matmul(Eq, P.W_U), "EVOU": matmul(Interval.exact(P.W_E, certified), OVU),
+            "PVOU": matmul(Interval.exact(P.W_pos, certified), OVU)}
+
+
 def paths(model, dtype=torch.float64) -> Paths:
     """Extract a checked model's weights (layer 0, head 0) as :class:`Paths`."""
     check_model(model)

@@ -32,7 +32,9 @@ Verification, for any certificate (a wrong one can only lower the bound):
    ``m - G + 1`` values; the test ``test_every_counted_sequence_is_correct`` enumerates each counted
    sequence and checks it against brute force.
 
-All verification arithmetic is float64.
+Verification is certified: every quantity is an :class:`~gbmi_core.certified.Interval` enclosing its
+exact value, and a cell counts only where ``R`` is certainly negative.  Search runs the same code on plain
+floats (``certified=False``).
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ import numpy as np
 import torch
 
 from gbmi_core import Bound, CertificateRejected
+from gbmi_core.certified import Interval, check_floating_point, matmul
 from gbmi_core.flops import charge
 
-from .model import Paths, paths
+from .model import Paths, interval_paths, paths
 from .options import _RECURSIVE, ALL_OPTIONS, SubcubicOptions  # noqa: F401 - re-exported
 
 #: Reproduce the research code's NOTE 3 rule instead of the sound one.  Only tests set this, to show that
@@ -102,12 +105,12 @@ def search(model, options: SubcubicOptions) -> dict:
     """Directions plus the min-gap table: per cell, the smallest gap whose bound proves it."""
     P = paths(model)
     directions = shared_directions(model, P)
-    parts = _precompute(P, options, {k: torch.from_numpy(v) for k, v in directions.items()})
+    parts = _precompute(P, options, {k: torch.from_numpy(v) for k, v in directions.items()}, certified=False)
     V, n = P.V, P.n
     # Every scalar gap g = 1 .. V-1 at once; a cell keeps the smallest gap that proves it (it counts most).
     G = torch.arange(1, V)[:, None, None, None].expand(V - 1, V, V, n)
     R, valid = _largest_wrong_logit(parts, G)
-    proved = valid & (R < 0)  # [g, q, m, c]
+    proved = valid & R.certainly_negative()  # [g, q, m, c]; plain floats here: search needs no rigour
     first = proved.to(torch.int8).argmax(0)
     best = torch.where(proved.any(0), first + 1, torch.ones_like(first))
     return {"min_gap": best.to(torch.int16).numpy(), **directions}
@@ -134,25 +137,32 @@ def shared_directions(model, P: Paths) -> dict[str, np.ndarray]:
 
 @attrs.frozen
 class _Parts:
-    """Everything the cells' bounds need, computed once per verification."""
+    """Everything the cells' bounds need, computed once per verification (intervals; see module doc)."""
 
     P: Paths
     options: SubcubicOptions
-    approx: torch.Tensor  # [V(q), V(k)]: EQKE' ≈ approx, |Err[q,i] - Err[q,j]| <= err[q]
-    err: torch.Tensor  # [V(q)]
-    pos: torch.Tensor  # [V(q), n-1]: EQKP[q,p] - EQKP[q,n-1], p < n-1, sorted ascending
-    Lx: torch.Tensor  # [V(m), V(x)]: Umean[x] - Umean[m] + max_p (PVOU[p,x] - PVOU[p,m])
-    r: torch.Tensor  # [V(m), V(x)]: EVOU[m,x] - EVOU[m,m]
-    Uq: torch.Tensor  # [V(q)]
-    spread_prefix: torch.Tensor  # [V(j)]: max_{k<=j} (max_x EVOU[k,x] - min_x EVOU[k,x])
-    only_max: torch.Tensor  # [V(m)]: exact bound for the sequence of all m
+    approx: Interval  # [V(q), V(k)]: EQKE' ≈ approx, |Err[q,i] - Err[q,j]| <= err[q]
+    err: Interval  # [V(q)]
+    pos: Interval  # [V(q), n-1]: EQKP[q,p] - EQKP[q,n-1], p < n-1, order statistics ascending
+    Lx: Interval  # [V(m), V(x)]: Umean[x] - Umean[m] + max_p (PVOU[p,x] - PVOU[p,m])
+    r: Interval  # [V(m), V(x)]: EVOU[m,x] - EVOU[m,m]
+    Uq: Interval  # [V(q)]
+    spread_prefix: Interval  # [V(j)]: max_{k<=j} (max_x EVOU[k,x] - min_x EVOU[k,x])
+    only_max: Interval  # [V(m)]: exact bound for the sequence of all m
 
 
-def _row_range(M: torch.Tensor) -> torch.Tensor:
+def _row_range(M: Interval) -> Interval:
     return M.amax(-1) - M.amin(-1)
 
 
-def _max_diff(L: torch.Tensor, R: torch.Tensor, mean: bool) -> torch.Tensor:
+def _outer(a, b) -> Interval:
+    """``a bᵀ`` for vectors, either an interval or an exact tensor."""
+    if isinstance(a, Interval):
+        return a[:, None] * b[None, :]
+    return b[None, :] * a[:, None]
+
+
+def _max_diff(L: Interval, R: Interval, mean: bool) -> Interval:
     """Per row r of ``L @ R``: a bound on its max - min, without forming the product.  ``O(rows·inner + inner·cols)``"""
     if not mean:
         return L.abs() @ _row_range(R)
@@ -160,7 +170,7 @@ def _max_diff(L: torch.Tensor, R: torch.Tensor, mean: bool) -> torch.Tensor:
     return _row_range(centre @ R) + (L - centre).abs() @ _row_range(R)
 
 
-def _recursive(Ms: list[torch.Tensor], mean_levels: int) -> torch.Tensor:
+def _recursive(Ms: list[Interval], mean_levels: int) -> Interval:
     """Row-range bound of ``Ms[0] @ ... @ Ms[-1]`` by recursion, the mean trick on the first ``mean_levels``."""
     if len(Ms) == 1:
         return _row_range(Ms[0])
@@ -174,36 +184,41 @@ def _recursive(Ms: list[torch.Tensor], mean_levels: int) -> torch.Tensor:
     return _row_range(tail) + (Ms[0] - centre).abs() @ inner
 
 
-def _proj(w: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-    """Rows of ``M`` projected on the vector ``w`` (left side): ``w (wᵀ M)``, as a dense matrix."""
-    return torch.outer(w, w @ M)
+def _proj(w: torch.Tensor, M: Interval) -> Interval:
+    """Rows of ``M`` projected on the exact vector ``w`` (left side): ``w (wᵀ M)``, as a dense matrix."""
+    return _outer(w, matmul(w, M))
 
 
-def decompose_eqke(P: Paths, how: str, d: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(approx [V, V], err [V])`` with ``EQKE' = approx + Err`` and ``|Err[q,i] - Err[q,j]| <= err[q]``."""
+def decompose_eqke(P: Paths, how: str, d: dict, T: dict) -> tuple[Interval, Interval]:
+    """``(approx [V, V], err [V])`` with ``EQKE' = approx + Err`` and ``|Err[q,i] - Err[q,j]| <= err[q]``.
+
+    ``T`` holds the model's path intervals (:func:`~gbmi_max_of_k.model.interval_paths`).  The key side uses
+    ``W_E + P̄`` for the float64 mean ``P̄`` of ``W_pos``: any vector serves, since it cancels in every
+    difference of two keys' scores.
+    """
     V = P.V
-    Eq, Ek = P.Eq, P.W_E + P.W_pos.mean(0)
+    Eq = T["Eq"]
+    certified = Eq.certified
+    Ek = Interval.exact(P.W_E, certified) + P.W_pos.mean(0)  # W_E + P̄
     if how == "exact_EQKE+max_diff_exact":
-        return (Eq @ P.W_Q) @ (Ek @ P.W_K).T, torch.zeros(V, dtype=Eq.dtype)
+        return matmul(T["EqQK"], Ek.T), Interval.exact(torch.zeros(V, dtype=torch.float64), certified)
     if how in {"svd", "max_diff", "mean+max_diff", "max_diff_exact"}:
-        A, B = (Eq @ P.W_Q) @ P.W_K.T, Ek.T  # [V, D], [D, V]; EQKE' = A B
+        A, B = T["EqQK"], Ek.T  # [V, D], [D, V]; EQKE' = A B
         u, v = d["query_direction"], d["key_direction"]
-        uA = u @ A  # [D]
+        uA = matmul(u, A)  # [D]
         Bv = B @ v  # [D]
-        Ar = A - torch.outer(u, uA)  # (I - uuᵀ) A
-        Br = B - torch.outer(Bv, v)  # B (I - vvᵀ)
+        Ar = A - _outer(u, uA)  # (I - uuᵀ) A
+        Br = B - _outer(Bv, v)  # B (I - vvᵀ)
         # AB = uuᵀAB + (I-uuᵀ)AB vvᵀ + Ar Br, exactly, for any u and v.
-        approx = torch.outer(u, uA @ B) + torch.outer(Ar @ Bv, v)
+        approx = _outer(u, uA @ B) + _outer(Ar @ Bv, v)
         if how == "svd":
-            # |e_qᵀ Err (e_i - e_j)| <= √2 ‖Ar Br‖₂, and ‖Ar Br‖₂ = ‖R_A R_Bᵀ‖₂ with thin QR factors.
-            R_A = torch.linalg.qr(Ar).R
-            R_B = torch.linalg.qr(Br.T).R
-            sigma = torch.linalg.matrix_norm(R_A @ R_B.T, ord=2)
-            return approx, (2**0.5) * sigma.expand(V)
+            # |e_qᵀ Err (e_i - e_j)| <= √2 ‖Ar Br‖₂, with the spectral norm certified (see spectral_norm_bound).
+            return approx, (spectral_norm_bound(Ar @ Br) * Interval.exact(2.0, certified).sqrt()).expand(V)
         if how == "max_diff_exact":
             return approx, _row_range(Ar @ Br)
         return approx, _max_diff(Ar, Br, mean=how == "mean+max_diff")
     # The subproduct family: split Eq, Ek on vocab directions and W_Q, W_K on d_model directions.
+    W_Q, W_K = Interval.exact(P.W_Q, certified), Interval.exact(P.W_K, certified)
     Q1 = _proj(d["query_direction"], Eq)
     Qp = Eq - Q1
     Q2 = _proj(d["second_query_direction"], Qp)
@@ -212,25 +227,28 @@ def decompose_eqke(P: Paths, how: str, d: dict) -> tuple[torch.Tensor, torch.Ten
     Kp = Ek - K1
     K2 = _proj(d["second_key_direction"], Kp)
     Kpp = Kp - K2
-    WQ1 = _proj(d["W_Q_direction"], P.W_Q)
-    WQp = P.W_Q - WQ1
-    WK1 = _proj(d["W_K_direction"], P.W_K)
-    WKp = P.W_K - WK1
-    W = P.QK
+    WQ1 = _proj(d["W_Q_direction"], W_Q)
+    WQp = W_Q - WQ1
+    WK1 = _proj(d["W_K_direction"], W_K)
+    WKp = W_K - WK1
     # Every term but the last has a rank-1 factor; they are evaluated vector-first (O(VD + V^2) each).
     u, v = d["query_direction"], d["key_direction"]
     u2, v2 = d["second_query_direction"], d["second_key_direction"]
     wq, wk = d["W_Q_direction"], d["W_K_direction"]
-    qW = (u @ Eq) @ W  # [D]: the row of Q1 W, up to the factor u
-    approx = torch.outer(u, Ek @ qW)  # Q1 W Ekᵀ = Q1 W K1ᵀ + Q1 W K⊥ᵀ
-    approx = approx + torch.outer(Qp @ (W @ (v @ Ek)), v)  # Q⊥ W K1ᵀ
-    q2W = (u2 @ Qp) @ W
-    approx = approx + torch.outer(u2, Kp @ q2W)  # Q2 W K⊥ᵀ = Q2 W K2ᵀ + Q2 W K⊥⊥ᵀ
-    approx = approx + torch.outer(Qpp @ (W @ (v2 @ Kp)), v2)  # Q⊥⊥ W K2ᵀ
-    left = (Qpp @ wq)  # [V]: Q⊥⊥ WQ1 = (Q⊥⊥ wq)(wqᵀ W_Q)
-    approx = approx + torch.outer(left, Kpp @ (P.W_K @ (wq @ P.W_Q)))  # Q⊥⊥ WQ1 W_Kᵀ K⊥⊥ᵀ
+
+    def W(x):  # W_Q W_Kᵀ x, without forming W_Q W_Kᵀ
+        return W_Q @ (W_K.T @ x)
+
+    qW = matmul(matmul(u, Eq), W_Q) @ P.W_K.T  # [D]: the row of Q1 W, up to the factor u
+    approx = _outer(u, Ek @ qW)  # Q1 W Ekᵀ = Q1 W K1ᵀ + Q1 W K⊥ᵀ
+    approx = approx + _outer(Qp @ W(matmul(v, Ek)), v)  # Q⊥ W K1ᵀ
+    q2W = matmul(matmul(u2, Qp), W_Q) @ P.W_K.T
+    approx = approx + _outer(u2, Kp @ q2W)  # Q2 W K⊥ᵀ = Q2 W K2ᵀ + Q2 W K⊥⊥ᵀ
+    approx = approx + _outer(Qpp @ W(matmul(v2, Kp)), v2)  # Q⊥⊥ W K2ᵀ
+    left = Qpp @ wq  # [V]: Q⊥⊥ WQ1 = (Q⊥⊥ wq)(wqᵀ W_Q)
+    approx = approx + _outer(left, Kpp @ (W_K @ matmul(wq, W_Q)))  # Q⊥⊥ WQ1 W_Kᵀ K⊥⊥ᵀ
     right = Kpp @ wk  # [V]: K⊥⊥ WK1 = (K⊥⊥ wk)(wkᵀ W_K)
-    approx = approx + torch.outer(Qpp @ (WQp @ (wk @ P.W_K)), right)  # Q⊥⊥ WQ⊥ WK1ᵀ K⊥⊥ᵀ
+    approx = approx + _outer(Qpp @ (WQp @ matmul(wk, W_K)), right)  # Q⊥⊥ WQ⊥ WK1ᵀ K⊥⊥ᵀ
     Ms = [Qpp, WQp, WKp.T, Kpp.T]  # Err = M0 M1 M2 M3, exactly
     if how in _RECURSIVE:
         levels = {"max_diff_subproduct_recursive": 0, "mean+max_diff_subproduct_recursive": 1,
@@ -239,45 +257,75 @@ def decompose_eqke(P: Paths, how: str, d: dict) -> tuple[torch.Tensor, torch.Ten
     mean = how == "mean+max_diff_subproduct"
     lefts = [Ms[0], Ms[0] @ Ms[1], (Ms[0] @ Ms[1]) @ Ms[2]]
     rights = [(Ms[1] @ Ms[2]) @ Ms[3], Ms[2] @ Ms[3], Ms[3]]
-    bounds = torch.stack([_max_diff(L, R, mean) for L, R in zip(lefts, rights)])
+    bounds = Interval.stack([_max_diff(L, R, mean) for L, R in zip(lefts, rights)])
     return approx, bounds.amin(0)
 
 
-def direct_path(P: Paths, how: str, d: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def spectral_norm_bound(X: Interval) -> Interval:
+    """A certified upper bound on the largest singular value of every matrix in ``X`` (a point interval).
+
+    The numeric ``σ̂`` is only a guess; ``t = σ̂²(1 + ε)`` is proved to bound ``λ_max(XᵀX)`` by running
+    Cholesky on ``t I - XᵀX`` in interval arithmetic: if every pivot is certainly positive, every
+    symmetric matrix in the interval matrix is positive definite (Alefeld and Mayer, 1993).  Should the
+    check fail for every ``ε`` tried, the Frobenius norm (always an upper bound) is used.
+    """
+    if not X.certified:
+        return Interval.exact(torch.linalg.matrix_norm(X.mid, ord=2), certified=False)
+    gram = X.T @ X
+    guess = float(torch.linalg.matrix_norm(X.mid, ord=2)) ** 2
+    for eps in (2.0**-30, 2.0**-20, 2.0**-10):
+        t = guess * (1 + eps) + 2.0**-1000
+        if _certainly_positive_definite(Interval.exact(torch.eye(gram.shape[0], dtype=torch.float64) * t) - gram):
+            return Interval.exact(torch.tensor(t, dtype=torch.float64)).sqrt()
+    return (X * X).sum(1).sum(0).sqrt()
+
+
+def _certainly_positive_definite(A: Interval) -> bool:
+    """Interval Cholesky: every pivot's lower end positive means every symmetric member is positive definite
+    (each step replaces ``A`` by its Schur complement ``A22 - a a ᵀ``, ``a = A21 / √A11``)."""
+    while A.shape[0]:
+        pivot = A[0, 0]
+        if not bool(pivot.certainly_positive()):
+            return False
+        column = A[1:, 0] / pivot.sqrt()
+        A = A[1:, 1:] - column[:, None] * column[None, :]
+    return True
+
+
+def direct_path(P: Paths, how: str, d: dict, T: dict) -> tuple[Interval, Interval]:
     """``(Umean [V], Uq [V])`` with ``EUPU[q,x] - EUPU[q,m] <= Umean[x] - Umean[m] + Uq[q]``."""
-    W_EP, W_U = P.Eq, P.W_U
+    W_EP, W_U = T["Eq"], Interval.exact(P.W_U, T["Eq"].certified)
     V = P.V
     if how in {"max_diff_exact", "global_max_diff_exact"}:
-        EUPU = W_EP @ W_U
-        spread = _row_range(EUPU)
+        spread = _row_range(T["EUPU"])
         if how == "global_max_diff_exact":
-            spread = (EUPU.max() - EUPU.min()).expand(V)
-        return torch.zeros(V, dtype=W_EP.dtype), spread
+            spread = (T["EUPU"].amax(-1).amax(0) - T["EUPU"].amin(-1).amin(0)).expand(V)
+        return Interval.exact(torch.zeros(V, dtype=torch.float64), W_EP.certified), spread
     if how == "max_diff":
-        rbar = torch.zeros(W_EP.shape[1], dtype=W_EP.dtype)
+        rbar = torch.zeros(P.D, dtype=torch.float64)
     elif how == "mean_query+max_diff":
-        rbar = W_EP.mean(0)
+        rbar = W_EP.mid.mean(0)  # any vector is sound; the float mean is as good as the exact one
     else:  # svd_query+max_diff
         rbar = d["W_EP_direction"]
-    return rbar @ W_U, (W_EP - rbar).abs() @ _row_range(W_U)
+    return matmul(rbar, W_U), (W_EP - rbar).abs() @ _row_range(W_U)
 
 
-def _precompute(P: Paths, options: SubcubicOptions, d: dict) -> _Parts:
+def _precompute(P: Paths, options: SubcubicOptions, d: dict, certified: bool = True) -> _Parts:
     V, n = P.V, P.n
-    approx, err = decompose_eqke(P, options.attention_error, d)
-    EQKP = (P.Eq @ P.QK) @ P.W_pos.T  # [V, n]; same as with P̂, the mean position cancels in differences
-    pos = (EQKP[:, : n - 1] - EQKP[:, n - 1 :]).sort(dim=-1).values
-    EVOU, PVOU = P.EVOU(), P.PVOU()  # [V, V], [n, V]
-    Umean, Uq = direct_path(P, options.eupu, d)
+    T = interval_paths(P, certified)
+    approx, err = decompose_eqke(P, options.attention_error, d, T)
+    EQKP = T["EQKP"]  # [V, n]; P̄ cancels in differences, so EQKP serves for EQKPerr
+    pos = (EQKP[:, : n - 1] - EQKP[:, n - 1 :]).sort(dim=-1)
+    EVOU, PVOU = T["EVOU"], T["PVOU"]  # [V, V], [n, V]
+    Umean, Uq = direct_path(P, options.eupu, d, T)
     Pc = (PVOU[None, :, :] - PVOU.T[:, :, None]).amax(1)  # [m, x]: max_p PVOU[p,x] - PVOU[p,m]
     Lx = Umean[None, :] - Umean[:, None] + Pc
     r = EVOU - EVOU.diagonal()[:, None]  # [m, x]
-    spread_prefix = _row_range(EVOU).cummax(0).values
+    spread_prefix = _row_range(EVOU).cummax(0)
     # The all-m sequence, with the exact direct path row (O(V^2 D) over all m).
-    EUPU_rows = P.Eq @ P.W_U
+    EUPU = T["EUPU"]
     off = ~torch.eye(V, dtype=torch.bool)
-    only_max = torch.where(off, EUPU_rows - EUPU_rows.diagonal()[:, None] + r + Pc,
-                           torch.tensor(float("-inf"), dtype=r.dtype)).amax(-1)
+    only_max = Interval.where(off, EUPU - EUPU.diagonal()[:, None] + r + Pc, float("-inf")).amax(-1)
     return _Parts(P, options, approx, err, pos, Lx, r, Uq, spread_prefix, only_max)
 
 
@@ -296,17 +344,16 @@ def _attention_bounds(parts: _Parts, G: torch.Tensor, q, m, c, is_q, valid):
     P, approx, err = parts.P, parts.approx, parts.err
     V, n, s = P.V, P.n, P.attn_scale
     j = (m - G).clamp(min=0)  # largest allowed non-max token
-    prefix_max = approx.cummax(1).values  # [q, k]
-    prefix_min = approx.cummin(1).values
+    prefix_max = approx.cummax(1)  # [q, k]
+    prefix_min = approx.cummin(1)
     qq = q.expand_as(j)
     diag = approx[q, m]  # [V, V, 1]: approx[q, m]
     gap_min = diag - prefix_max[qq, j] - err[q]  # [..., V, V, n]: G may carry leading batch dims
     gap_max = diag - prefix_min[qq, j] + err[q]
     # Positional log-weights of the max slots and non-max slots, for both orderings and both query kinds.
-    e = parts.pos / s  # [q, n-1] ascending
-    e = torch.stack([e, e.flip(-1)])  # [ρ, q, n-1]
+    e = parts.pos / s  # [q, n-1] ascending (order statistics)
+    e = Interval.stack([e, e.flip(-1)])  # [ρ, q, n-1]
     slot = torch.arange(n - 1)
-    neg_inf = torch.tensor(float("-inf"), dtype=e.dtype)
     # query is not the max: n - c max slots among the non-query ones; the query (positional 0) is non-max
     n_max_nq = (n - torch.arange(n)).clamp(max=n - 1)  # [c]
     is_max_nq = slot[None, :] < n_max_nq[:, None]  # [c, slot]
@@ -314,23 +361,22 @@ def _attention_bounds(parts: _Parts, G: torch.Tensor, q, m, c, is_q, valid):
     is_max_q = slot[None, :] < (n - 1 - torch.arange(n))[:, None]
 
     def logw(mask, with_query):  # [ρ, q, c]
-        terms = torch.where(mask, e[:, :, None, :], neg_inf)
+        terms = Interval.where(mask, e[:, :, None, :], float("-inf"))
         if with_query:
-            terms = torch.cat([terms, torch.zeros_like(terms[..., :1])], dim=-1)
+            zero = Interval.exact(torch.zeros(terms.shape[:-1] + (1,), dtype=torch.float64), terms.certified)
+            terms = Interval.cat([terms, zero], dim=-1)
         return terms.logsumexp(-1)
 
-    lmax = torch.where(is_q[None], logw(is_max_q, True)[:, :, None, :], logw(is_max_nq, False)[:, :, None, :])
-    lnon = torch.where(is_q[None], logw(~is_max_q, False)[:, :, None, :], logw(~is_max_nq, True)[:, :, None, :])
-    # a = sigmoid(log X + gap/s - log Y); no non-max slot (lnon = -inf) gives exactly 1.
-    amin = torch.sigmoid(lmax[0] + gap_min / s - lnon[0])
-    amax = torch.sigmoid(lmax[1] + gap_max / s - lnon[1])
-    amin = torch.where(valid, amin, torch.nan)
-    amax = torch.where(valid, amax, torch.nan)
-    return amin, amax
+    lmax = Interval.where(is_q[None], logw(is_max_q, True)[:, :, None, :], logw(is_max_nq, False)[:, :, None, :])
+    lnon = Interval.where(is_q[None], logw(~is_max_q, False)[:, :, None, :], logw(~is_max_nq, True)[:, :, None, :])
+    # a = sigmoid(log X + gap/s - log Y); no non-max slot (lnon = -inf) gives 1.
+    amin = (lmax[0] + gap_min / s - lnon[0]).sigmoid()
+    amax = (lmax[1] + gap_max / s - lnon[1]).sigmoid()
+    return Interval.where(valid, amin, float("nan")), Interval.where(valid, amax, float("nan"))
 
 
 def _largest_wrong_logit(parts: _Parts, G: torch.Tensor):
-    """``(R [..., q, m, c], valid)``: bounds on ``max_{x≠m} logit[x] - logit[m]`` per cell.
+    """``(R [..., q, m, c], valid)``: bounds on ``max_{x≠m} logit[x] - logit[m]`` per cell (intervals).
 
     ``G`` is ``[V, V, n]``, or carries leading batch dimensions (the search evaluates every gap at once).
     """
@@ -341,35 +387,36 @@ def _largest_wrong_logit(parts: _Parts, G: torch.Tensor):
     W = parts.spread_prefix[(m - G).clamp(min=0)]  # [V, V, n]: worst non-max OV spread in the cell
     r = parts.r
     off = ~torch.eye(V, dtype=torch.bool)
-    neg_inf = torch.tensor(float("-inf"), dtype=r.dtype)
-    Rmax = torch.where(off, r, neg_inf).amax(-1)[None, :, None]  # [1, m, 1]
-    Rmin = torch.where(off, r, -neg_inf).amin(-1)[None, :, None]
+    Rmax = Interval.where(off, r, float("-inf")).amax(-1)[None, :, None]  # [1, m, 1]
+    Rmin = Interval.where(off, r, float("inf")).amin(-1)[None, :, None]
     if parts.options.attention == "mean_query+diff":
-        pick = torch.where(Rmax >= W, amax, amin)  # the extreme that hurts most, as the reference picks it
-        abar = torch.nanmean(pick, dim=-3, keepdim=True).nan_to_num(0.0)  # [..., 1, m, c]
+        # ā: any number is sound; the mean over queries of the extreme that hurts most, as the reference.
+        pick = torch.where(Rmax.mid >= W.mid, amax.mid, amin.mid)
+        abar = torch.nanmean(pick, dim=-3, keepdim=True).nan_to_num(0.0)  # [..., 1, m, c], exact as chosen
     else:
-        abar = torch.zeros(1, V, n, dtype=r.dtype)
+        abar = torch.zeros(1, V, n, dtype=torch.float64)
     # base[m, c] part: max_{x≠m} (Lx[m,x] + ā[m,c] r[m,x])
-    inner = torch.where(off[:, None, :], parts.Lx[:, None, :] + abar[..., 0, :, :, None] * r[:, None, :], neg_inf)
-    base = inner.amax(-1)[..., None, :, :] + (1 - abar) * W  # [..., q, m, c]
+    inner = Interval.where(off[:, None, :], parts.Lx[:, None, :] + r[:, None, :] * abar[..., 0, :, :, None],
+                           float("-inf"))
+    base = inner.amax(-1)[..., None, :, :] + W * (1 - Interval.exact(abar, W.certified))  # [..., q, m, c]
 
-    def h(a):
+    def h(a):  # the worst of (a - ā)(r[x] - W) over x: convex in a, so both ends of [amin, amax] bound it
         delta = a - abar
         if _REFERENCE_NOTE_3:  # the research code's rule, unsound when delta < 0: tests show it overcounts
             return delta * (Rmax - W)
-        return torch.where(delta >= 0, delta * (Rmax - W), delta * (Rmin - W))
+        return (delta * (Rmax - W)).maximum(delta * (Rmin - W))
 
-    R = base + parts.Uq[:, None, None] + torch.maximum(h(amin), h(amax))
+    R = base + parts.Uq[:, None, None] + h(amin).maximum(h(amax))
     only = is_q & (c == 0)
-    R = torch.where(only, parts.only_max[None, :, None], R)
-    return torch.where(valid, R, torch.nan), valid
+    R = Interval.where(only, parts.only_max[None, :, None], R)
+    return Interval.where(valid, R, float("nan")), valid
 
 
-def count_proved(R: torch.Tensor, G: torch.Tensor, n: int) -> int:
+def count_proved(R: Interval, G: torch.Tensor, n: int) -> int:
     """Exact count of sequences in cells with ``R < 0``: ``C(K-1, c')·(m-G+1)^c'`` each (see module doc)."""
     V = R.shape[0]
     q, m, c, is_q, valid = _cells(V, n, G)
-    proved = valid & (R < 0)
+    proved = valid & R.certainly_negative()
     c_out = torch.where(is_q, c, c - 1).expand(V, V, n)  # non-max tokens outside the query
     choices = (m - G + 1).clamp(min=0).expand(V, V, n)
     key = (c_out * (V + 1) + choices)[proved]
@@ -404,10 +451,12 @@ def _check_certificate(certificate, V: int, n: int, D: int) -> tuple[torch.Tenso
 
 
 def verify(model, certificate, options: SubcubicOptions) -> Bound:
-    """Check the certificate, rebuild every bound from the model, and count the proved sequences."""
+    """Check the certificate, rebuild every bound from the model in certified interval arithmetic, and count
+    the proved sequences."""
+    check_floating_point()
     P = paths(model)
     G, directions = _check_certificate(certificate, P.V, P.n, P.D)
-    parts = _precompute(P, options, directions)
+    parts = _precompute(P, options, directions, certified=True)
     R, _ = _largest_wrong_logit(parts, G)
     return Bound(correct_count=count_proved(R, G, P.n), total_count=P.V**P.n,
-                 extra={"mean_min_gap": float(G.double().mean())})
+                 extra={"mean_min_gap": float(G.double().mean())}, certified=True)
