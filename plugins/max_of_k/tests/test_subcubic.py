@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import gbmi_core
 from gbmi_core import Certificate, CertificateRejected, Store
 from gbmi_max_of_k import subcubic as sc
-from gbmi_max_of_k.brute_force import _sequence_logits64, brute_force, strictly_right
+from gbmi_max_of_k.brute_force import CORRECT, brute_force, classify
 from gbmi_max_of_k.model import paths
 
 from .conftest import small_model, trained_model
@@ -65,12 +65,12 @@ def _sequences(V, n):
 
 def test_every_counted_sequence_is_correct():
     """Per sequence: the cells the proof counts cover exactly the sequences the count formula says
-    (this checks the m - G + 1 tightening), and every covered sequence is right in the float64 model."""
+    (this checks the m - G + 1 tightening), and every covered sequence is right in exact arithmetic."""
     model = trained_model(8, 3, seed=1, steps=600)
     P = paths(model)
     seqs = _sequences(P.V, P.n)
     m = seqs.max(-1).values
-    correct = strictly_right(_sequence_logits64(P, seqs), m)
+    correct = classify(P, seqs) == CORRECT
     q = seqs[:, -1]
     c = (seqs != m[:, None]).sum(-1)
     largest_other = torch.where(seqs != m[:, None], seqs, -1).amax(-1)
@@ -80,7 +80,7 @@ def test_every_counted_sequence_is_correct():
         G = torch.from_numpy(certificate["min_gap"].astype(np.int64))
         directions = {k: torch.from_numpy(v) for k, v in certificate.items() if k != "min_gap"}
         R, valid = sc._largest_wrong_logit(sc._precompute(P, options, directions), G)
-        proved = valid & (R < 0)
+        proved = valid & R.certainly_negative()
         covered = proved[q, m, c] & (largest_other <= m - G[q, m, c])
         assert int(covered.sum()) == sc.count_proved(R, G, P.n), options.name
         assert bool(correct[covered].all()), options.name
@@ -99,16 +99,19 @@ def test_largest_wrong_logit_bound_holds_for_every_attention_value(reference_rul
     options = sc.SubcubicOptions(attention="mean_query+diff")
     certificate = sc.search(model, options)
     G = torch.from_numpy(certificate["min_gap"].astype(np.int64))
-    parts = sc._precompute(P, options, {k: torch.from_numpy(v) for k, v in certificate.items() if k != "min_gap"})
+    parts = sc._precompute(P, options, {k: torch.from_numpy(v) for k, v in certificate.items() if k != "min_gap"},
+                           certified=False)  # the inequality in plain float64; rounding is another test's job
     R, valid = sc._largest_wrong_logit(parts, G)
     q, m, c, is_q, _ = sc._cells(P.V, P.n, G)
-    amin, amax = sc._attention_bounds(parts, G, q, m, c, is_q, valid)
-    W = parts.spread_prefix[(m - G).clamp(min=0)]
+    amin, amax = (bound.lo for bound in sc._attention_bounds(parts, G, q, m, c, is_q, valid))
+    W = parts.spread_prefix.lo[(m - G).clamp(min=0)]
+    R = R.lo
+    parts = {name: getattr(parts, name).lo for name in ("Lx", "Uq", "r")}
     generic = valid & ~(is_q & (c == 0))
     worst_excess = -float("inf")
     for t in torch.linspace(0, 1, 11, dtype=torch.float64):
         a = amin + t * (amax - amin)  # [q, m, c]
-        f = parts.Lx[None, :, None, :] + parts.Uq[:, None, None, None] + a[..., None] * parts.r[None, :, None, :] \
+        f = parts["Lx"][None, :, None, :] + parts["Uq"][:, None, None, None] + a[..., None] * parts["r"][None, :, None, :] \
             + (1 - a[..., None]) * W[..., None]  # [q, m, c, x]
         f = f.masked_fill(torch.eye(P.V, dtype=torch.bool)[None, :, None, :], float("-inf")).amax(-1)
         worst_excess = max(worst_excess, float((f - R)[generic].max()))
