@@ -7,6 +7,7 @@ import pluggy
 
 from .errors import (CertificateRejected, ConfigError, CorruptEntry, DuplicateName, GbmiError, ModelRefused,
                      PluginLoadError, StoreError, UnknownName)
+from .bundle import CheckResult, check
 from .hookspecs import PROJECT_NAME
 from .records import Bound, Certificate, ModelSpec, ProofResult, StrategySpec, TaskSpec, TrainedModel, TrainerSpec
 from .registry import Registry, Strategy, get_registry
@@ -16,7 +17,7 @@ from .store import Store, default_store_path
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
-    "Bound", "Certificate", "CertificateRejected", "ConfigError", "CorruptEntry", "DuplicateName", "GbmiError",
+    "Bound", "Certificate", "CertificateRejected", "CheckResult", "check", "ConfigError", "CorruptEntry", "DuplicateName", "GbmiError",
     "ModelRefused", "ModelSpec", "PluginLoadError", "ProofResult", "Registry", "Store", "StoreError", "Strategy",
     "StrategySpec", "TaskSpec", "TrainedModel", "TrainerSpec", "UnknownName", "default_store_path",
     "get_registry", "hookimpl",

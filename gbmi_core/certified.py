@@ -253,15 +253,17 @@ class Interval:
     __rmul__ = __mul__
 
     def __truediv__(self, other) -> "Interval":
-        """Division by a positive number, exact tensor or interval (the only kind verification needs)."""
+        """Division by a positive divisor (the only kind verification needs); where the divisor is not
+        certainly positive (or is NaN) the result is NaN, which certifies nothing."""
         other = self._coerce(other)
         if not self.certified:
             return self._point(self.lo / other.lo)
-        if not bool((other.lo > 0).all()):
-            raise ValueError("certified division needs a positive divisor")
         a, b = self.lo / other.hi, self.lo / other.lo
         c, d = self.hi / other.hi, self.hi / other.lo
-        return Interval(down(torch.minimum(a, b)), up(torch.maximum(c, d)))
+        unsafe = ~(other.lo > 0)
+        nan = torch.tensor(float("nan"), dtype=torch.float64)
+        return Interval(torch.where(unsafe, nan, down(torch.minimum(a, b))),
+                        torch.where(unsafe, nan, up(torch.maximum(c, d))))
 
     def reciprocal(self) -> "Interval":
         """``1 / x`` for positive ``x``."""

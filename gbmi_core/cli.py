@@ -189,10 +189,41 @@ def _select_strategies(registry, task, patterns):
 
 def format_results(results) -> str:
     rows = [[r.strategy, f"{r.accuracy_lower_bound:.4f}", f"{r.correct_count}/{r.total_count}", f"{r.flops:.3g}",
-             "-" if r.unexplained_dimension is None else str(r.unexplained_dimension), f"{r.seconds:.2f}"]
+             "-" if r.unexplained_dimension is None else str(r.unexplained_dimension), f"{r.seconds:.2f}",
+             "yes" if r.certified else "NO"]
             for r in results]
-    return _table(rows, ["strategy", "bound", "correct/total", "FLOPs", "unexpl. dim", "seconds"],
+    return _table(rows, ["strategy", "bound", "correct/total", "FLOPs", "unexpl. dim", "seconds", "certified"],
                   right={1, 2, 3, 4, 5})
+
+
+@main.command("check")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True))
+@click.pass_context
+def check_cmd(ctx, bundles):
+    """Re-run verification (never search, never the store) of proof BUNDLES, files or folders of them.
+
+    Prints agree or disagree per bundle; exits 1 if any disagrees.
+    """
+    import pathlib
+
+    from .bundle import SUFFIX, check
+
+    registry = _registry(ctx)
+    paths = []
+    for given in bundles:
+        given = pathlib.Path(given)
+        found = sorted(given.glob(f"*{SUFFIX}")) if given.is_dir() else [given]
+        if not found:
+            raise GbmiError(f"no proof bundle (*{SUFFIX}) in {given}")
+        paths += found
+    failures = 0
+    for path in paths:
+        result = check(path, registry)
+        failures += not result.agree
+        click.echo(f"{path}: {result.message}")
+    if failures:
+        click.echo(f"{failures} of {len(paths)} bundles disagree", err=True)
+        ctx.exit(1)
 
 
 @main.command("prove")
@@ -201,9 +232,14 @@ def format_results(results) -> str:
 @click.option("--strategy", "patterns", multiple=True, default=("all",), show_default=True,
               help="A strategy name, a glob, or 'all'; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write one self-contained proof bundle per strategy into this folder (see `gbmi check`).")
 @click.pass_context
-def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_json):
-    """Prove lower bounds on the accuracy of TASK's model (loaded, or trained when absent)."""
+def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_json, bundle_dir):
+    """Prove lower bounds on the accuracy of TASK's model (loaded, or trained when absent).
+
+    Every bound a certified strategy reports holds in exact arithmetic: rounding is accounted for.
+    """
     from tqdm import tqdm
 
     registry = _registry(ctx)
@@ -215,7 +251,12 @@ def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_js
     bar = tqdm(strategies, desc="proving", unit="strategy", file=sys.stderr, disable=len(strategies) < 2 or None)
     for strategy in bar:
         bar.set_postfix_str(strategy.name)
-        results.append(strategy.prove(model, store))
+        certificate = strategy.search(model, store=store) if bundle_dir else None
+        results.append(strategy.prove(model, store, certificate=certificate))
+        if bundle_dir:
+            from .bundle import write_bundle
+
+            write_bundle(bundle_dir, strategy, model, config, certificate, results[-1])
     results.sort(key=lambda r: (r.flops, r.strategy))
     if as_json:
         _echo_json([r.to_dict() for r in results])

@@ -1,0 +1,156 @@
+"""Proof bundles: one self-contained file per proof, and an independent check that re-runs verification.
+
+A bundle (``<strategy>.gbmi-proof.npz``) holds the model's weights, the task and config, the strategy's
+name, the certificate that search produced, the claimed result and the package versions that made it.
+:func:`check` re-runs only verification on it (never search, never the store) and compares the count it
+proves with the claimed one.  Weights and certificate are checked against the hashes recorded beside
+them first, so a changed file is named for what changed.
+
+>>> import gbmi_core
+>>> gbmi_core.check("bundles/cubic.gbmi-proof.npz")         # doctest: +SKIP
+CheckResult(agree=True, message='agree: 15573639/16777216 proved, as claimed', ...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import platform
+from importlib import metadata
+from typing import Any, Mapping
+
+import attrs
+import numpy as np
+
+from .config import HASH_LENGTH, structure, unstructure
+from .errors import GbmiError
+from .store import hash_arrays
+
+FORMAT = "gbmi-proof-bundle/1"
+SUFFIX = ".gbmi-proof.npz"
+_HEADER = "__bundle__"
+
+
+@attrs.frozen
+class CheckResult:
+    """What :func:`check` found: ``agree`` is ``True`` only when verification proves at least the claim."""
+
+    path: str
+    agree: bool
+    message: str
+    claimed: int | None = None
+    proved: int | None = None
+
+
+def certificate_hash(arrays: Mapping[str, np.ndarray], attributes: Mapping[str, Any]) -> str:
+    digest = hash_arrays(hashlib.sha256(), arrays)
+    digest.update(json.dumps(dict(attributes), sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:HASH_LENGTH]
+
+
+def _versions(distribution: str | None) -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("gbmi-core", "torch", "numpy", distribution):
+        if name:
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                pass
+    return versions
+
+
+def write_bundle(directory, strategy, model, config, certificate, result) -> pathlib.Path:
+    """Write one proof as ``DIRECTORY/<strategy>.gbmi-proof.npz`` (written whole, then renamed into place)."""
+    from .models import model_weights
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = model_weights(model)
+    plugin_info = strategy.registry.pm.infos.get(strategy.plugin)
+    header = {
+        "format": FORMAT,
+        "task": strategy.task,
+        "strategy": strategy.name,
+        "config_type": type(config).__qualname__,
+        "config": unstructure(config),
+        "model_hash": result.model_hash,
+        "certificate_hash": certificate_hash(certificate.arrays, certificate.attrs),
+        "certificate_attrs": json.loads(json.dumps(dict(certificate.attrs), default=str)),
+        "claimed": {"correct_count": result.correct_count, "total_count": result.total_count,
+                    "accuracy_lower_bound": result.accuracy_lower_bound, "certified": result.certified,
+                    "flops": result.flops},
+        "versions": _versions(plugin_info.distribution if plugin_info else None),
+    }
+    arrays = {f"weights/{name}": value for name, value in weights.items()}
+    arrays.update({f"certificate/{name}": np.asarray(value) for name, value in certificate.arrays.items()})
+    path = directory / f"{strategy.name}{SUFFIX}"
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as handle:
+        np.savez_compressed(handle, **{_HEADER: np.array(json.dumps(header, sort_keys=True))}, **arrays)
+    partial.replace(path)
+    return path
+
+
+def _read(path: pathlib.Path) -> tuple[dict, dict, dict]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        header = json.loads(str(arrays.pop(_HEADER)))
+    except (OSError, ValueError, KeyError, EOFError) as error:
+        raise GbmiError(f"{path} is not a readable gbmi proof bundle: {error}") from None
+    if header.get("format") != FORMAT:
+        raise GbmiError(f"{path} is not a gbmi proof bundle (format {header.get('format')!r}, expected {FORMAT!r})")
+    weights = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("weights/")}
+    certificate = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("certificate/")}
+    return header, weights, certificate
+
+
+def check(bundle, registry=None) -> CheckResult:
+    """Re-run verification of one bundle and say whether it proves what the bundle claims.
+
+    Raises :class:`~gbmi_core.errors.GbmiError` when the file is not a bundle or names a task or strategy
+    that no installed plugin provides; every other problem is a disagreement, with its reason.
+    """
+    from .models import load_weights, weights_hash
+    from .records import Certificate
+    from .registry import get_registry
+
+    path = pathlib.Path(bundle)
+    header, weights, arrays = _read(path)
+    registry = registry or get_registry()
+    task = registry.task(header["task"])
+    strategy = registry.strategy(header["task"], header["strategy"])
+    claimed = header["claimed"]
+
+    def disagree(message: str, proved: int | None = None) -> CheckResult:
+        return CheckResult(str(path), False, f"disagree: {message}", claimed.get("correct_count"), proved)
+
+    if weights_hash(weights) != header["model_hash"]:
+        return disagree(f"the weights were changed: they hash to {weights_hash(weights)}, "
+                        f"the bundle records {header['model_hash']}")
+    attributes = header.get("certificate_attrs", {})
+    if certificate_hash(arrays, attributes) != header["certificate_hash"]:
+        return disagree(f"the certificate was changed: it hashes to {certificate_hash(arrays, attributes)}, "
+                        f"the bundle records {header['certificate_hash']}")
+    config = structure(task.config_type, header["config"])
+    model = load_weights(task.build_model(config), weights)
+    if task.check_model is not None:
+        task.check_model(model)
+    certificate = Certificate(strategy.name, header["model_hash"], arrays, attributes)
+    bound, _ = strategy.verify(model, certificate, model_hash=header["model_hash"])
+    if bound.total_count != claimed["total_count"]:
+        return disagree(f"claimed {claimed['total_count']} inputs in all, verification counts {bound.total_count}",
+                        bound.correct_count)
+    if claimed.get("certified") and not bound.certified:
+        return disagree("the claim is certified but this verification is not", bound.correct_count)
+    if bound.correct_count < claimed["correct_count"]:
+        return disagree(f"the claimed count was not reproduced: claimed {claimed['correct_count']}/"
+                        f"{claimed['total_count']}, verification proves {bound.correct_count}", bound.correct_count)
+    more = "" if bound.correct_count == claimed["correct_count"] else f" (at least the claimed {claimed['correct_count']})"
+    kind = "certified" if bound.certified else "uncertified"
+    return CheckResult(str(path), True, f"agree: {bound.correct_count}/{bound.total_count} proved{more}, {kind}",
+                       claimed["correct_count"], bound.correct_count)
+
+
+__all__ = ["CheckResult", "FORMAT", "SUFFIX", "certificate_hash", "check", "write_bundle"]

@@ -1,0 +1,161 @@
+"""Certified proofs: a numeric adversarial battery against an exact (mpmath) evaluator, and proof bundles."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import gbmi_core
+from gbmi_core.bundle import SUFFIX, write_bundle
+from gbmi_max_of_k.brute_force import CORRECT, WRONG, _classify_mpmath, brute_force
+from gbmi_max_of_k.config import MaxOfKConfig
+from gbmi_max_of_k.model import paths
+
+from .conftest import small_model, trained_model
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return gbmi_core.get_registry()
+
+
+def _edit(model, fn):
+    with torch.no_grad():
+        fn(model)
+    return model
+
+
+def battery():
+    """Small models where rounding bites: ``(name, model)``.  V = 6, K = 3, d_model = 8 (216 inputs)."""
+    def base(seed=0, **kw):
+        return small_model(6, 3, d_model=8, seed=seed, **kw)
+
+    def sharp(scale):  # pre-softmax score ranges of about 1e2 .. 1e4
+        def fn(m):
+            m.W_Q.mul_(scale)
+            m.W_K.mul_(scale)
+        return fn
+
+    yield "sharp-1e2", _edit(base(1), sharp(6.0))
+    yield "sharp-1e4", _edit(base(2), sharp(60.0))
+    yield "large-logits", _edit(base(3, qk_scale=5.0), lambda m: m.W_U.mul_(2e3))
+    yield "tiny", _edit(base(4), lambda m: [p.mul_(1e-12) for n, p in m.named_parameters() if "b_" not in n])
+    yield "subnormal", _edit(base(5), lambda m: (m.W_E.mul_(1e-39), m.W_U.mul_(1e-3)))
+    yield "duplicated-embeddings", _edit(base(6, qk_scale=3.0), lambda m: m.W_E[2].copy_(m.W_E[4]))
+    yield "tied-logits", _edit(base(7, qk_scale=3.0), lambda m: m.W_U[:, 4].copy_(m.W_U[:, 5]))
+    yield "symmetric-ties", _edit(base(8, qk_scale=3.0), lambda m: (m.W_U[:, 1:].copy_(m.W_U[:, 1:2].expand(-1, 5))))
+
+
+BATTERY = list(battery())
+
+
+@pytest.fixture(scope="module")
+def exact_status():
+    """Ground truth per battery model: every input decided in mpmath interval arithmetic (256 bits)."""
+    table = {}
+    for name, model in BATTERY:
+        P = paths(model)
+        seqs = torch.cartesian_prod(*[torch.arange(P.V)] * P.n)
+        table[name] = torch.tensor([_classify_mpmath(P, s.tolist()) for s in seqs])
+    return table
+
+
+@pytest.mark.parametrize("name", [name for name, _ in BATTERY])
+def test_battery_brute_force_is_exact_and_every_strategy_sound(registry, exact_status, name):
+    model = dict(BATTERY)[name]
+    truth = exact_status[name]
+    exact = int((truth == CORRECT).sum())
+    bound = brute_force(model)
+    assert bound.certified
+    assert np.isfinite(bound.extra["mean_loss"])
+    # exact except for what it reports as undecided, which is not counted
+    assert exact - bound.extra["undecided"] <= bound.correct_count <= exact
+    for strategy in registry.strategies("max-of-k"):
+        result = strategy.prove(model)
+        assert result.certified, strategy.name
+        assert result.correct_count <= exact, (name, strategy.name, result.correct_count, exact)
+
+
+def test_battery_is_not_trivial(exact_status):
+    """The battery exercises both outcomes and real ties (not everything right or everything wrong)."""
+    assert any(int((s == CORRECT).sum()) > 0 for s in exact_status.values())
+    assert int((exact_status["tied-logits"] == WRONG).sum()) > 0
+    assert int((exact_status["symmetric-ties"] == CORRECT).sum()) <= 36  # only m = 0 can still be right
+
+
+def test_sharp_model_screen_does_not_lose_inputs_to_underflow():
+    """Scores thousands apart: every input is decided (the old global shift left whole inputs at zero)."""
+    model = _edit(small_model(8, 4, d_model=8, seed=11), lambda m: (m.W_Q.mul_(40.0), m.W_K.mul_(40.0)))
+    bound = brute_force(model)
+    assert bound.extra["undecided"] == 0
+    assert bound.extra["rechecked_float64"] < 8**4 // 10
+
+
+# -- bundles ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bundles(registry, tmp_path):
+    model = trained_model(8, 3, seed=0, steps=300)
+    config = MaxOfKConfig(V=8, K=3, d_model=16, seed=0)
+    written = {}
+    for name in ("cubic", "subcubic--eupu-mean-query+max-diff--attn-mean-query+diff--err-max-diff"):
+        strategy = registry.strategy("max-of-k", name)
+        certificate = strategy.search(model)
+        result = strategy.prove(model, certificate=certificate)
+        written[name] = write_bundle(tmp_path / "bundles", strategy, model, config, certificate, result)
+    return written
+
+
+def _rewrite(path, edit):
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: np.array(data[name]) for name in data.files}
+    header = json.loads(str(arrays["__bundle__"]))
+    edit(header, arrays)
+    arrays["__bundle__"] = np.array(json.dumps(header))
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def test_bundles_check_and_tampering_is_named(registry, bundles):
+    for path in bundles.values():
+        assert gbmi_core.check(path, registry).agree
+    cubic, subcubic = bundles["cubic"], bundles[next(n for n in bundles if n != "cubic")]
+
+    def weights(header, arrays):
+        arrays["weights/embed.W_E"][0, 0] += 0.5
+
+    _rewrite(cubic, weights)
+    result = gbmi_core.check(cubic, registry)
+    assert not result.agree and "weights were changed" in result.message
+
+    def certificate(header, arrays):
+        arrays["certificate/min_gap"][...] = 1
+
+    _rewrite(subcubic, certificate)
+    result = gbmi_core.check(subcubic, registry)
+    assert not result.agree and "certificate was changed" in result.message
+
+
+def test_a_raised_claim_is_rejected_and_the_cli_exits_nonzero(registry, bundles):
+    path = bundles["cubic"]
+
+    def claim(header, arrays):
+        header["claimed"]["correct_count"] += 1
+
+    _rewrite(path, claim)
+    result = gbmi_core.check(path, registry)
+    assert not result.agree and "claimed count was not reproduced" in result.message
+    folder = path.parent
+    run = subprocess.run([sys.executable, "-m", "gbmi_core.cli", "check", str(folder)], capture_output=True, text=True)
+    assert run.returncode == 1, run.stderr
+    assert run.stdout.count("agree") == 2 and "disagree" in run.stdout
+    assert "1 of 2 bundles disagree" in run.stderr
+    for bad in ["not-a-bundle"]:
+        junk = folder / f"{bad}{SUFFIX}"
+        junk.write_bytes(b"junk")
+        run = subprocess.run([sys.executable, "-m", "gbmi_core.cli", "check", str(junk)], capture_output=True, text=True)
+        assert run.returncode == 1 and "not a readable gbmi proof bundle" in run.stderr
