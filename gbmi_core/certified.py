@@ -62,14 +62,17 @@ def check_floating_point() -> None:
                            "certified arithmetic needs IEEE gradual underflow")
 
 
+_TOWARDS = {-1: torch.tensor(-_INF, dtype=torch.float64), 1: torch.tensor(_INF, dtype=torch.float64)}
+
+
 def down(x: torch.Tensor) -> torch.Tensor:
     """The float below ``x``: a rigorous lower bound on the exact result ``x`` was rounded from."""
-    return torch.nextafter(x, x.new_tensor(-_INF))
+    return torch.nextafter(x, _TOWARDS[-1])
 
 
 def up(x: torch.Tensor) -> torch.Tensor:
     """The float above ``x``: a rigorous upper bound on the exact result ``x`` was rounded from."""
-    return torch.nextafter(x, x.new_tensor(_INF))
+    return torch.nextafter(x, _TOWARDS[1])
 
 
 def _as_tensor(x) -> torch.Tensor:
@@ -246,9 +249,11 @@ class Interval:
         if other.lo is other.hi:  # exact factor: two products suffice
             a, b = self.lo * other.lo, self.hi * other.lo
             return Interval(down(torch.minimum(a, b)), up(torch.maximum(a, b)))
-        products = torch.stack(torch.broadcast_tensors(self.lo * other.lo, self.lo * other.hi,
-                                                       self.hi * other.lo, self.hi * other.hi))
-        return Interval(down(products.amin(0)), up(products.amax(0)))
+        p1, p2 = self.lo * other.lo, self.lo * other.hi
+        p3, p4 = self.hi * other.lo, self.hi * other.hi
+        lo = torch.minimum(torch.minimum(p1, p2), torch.minimum(p3, p4))
+        hi = torch.maximum(torch.maximum(p1, p2), torch.maximum(p3, p4))
+        return Interval(down(lo), up(hi))
 
     __rmul__ = __mul__
 

@@ -4,8 +4,8 @@
 aten op that runs inside it is charged by the cost rules below, kept in one table.  The rules follow the
 reference (max-of-k-proofs.md section 7.1):
 
-* elementwise ops (unary, binary with broadcasting, comparisons, ``where``, ``clamp``...): one per output
-  element; ``clone``, ``flip``, ``tril``, ``triu`` likewise; an assignment into a slice (``copy_``,
+* elementwise ops (unary, binary with broadcasting, comparisons, ``where``, ``clamp``, and ``nextafter``,
+  the outward rounding of certified arithmetic): one per output element; ``clone``, ``flip``, ``tril``, ``triu`` likewise; an assignment into a slice (``copy_``,
   ``fill_``, ``index_put_``) one per element written;
 * reductions over some dims (``sum``, ``amax``, ``max``, ``argmax``, ``prod``, ``any``, ``all``...):
   ``prod(kept) * (prod(reduced) - 1)``, i.e. input elements minus output elements; ``mean`` adds one
@@ -186,7 +186,7 @@ _rule(elementwise, aten.clone, aten.flip, aten.tril, aten.triu, aten.eye, aten.i
       aten.floor, aten.ceil, aten.round, aten.trunc, aten.remainder, aten.fmod, aten.floor_divide,
       aten.masked_fill, aten.nan_to_num, aten.sigmoid, aten.tanh, aten.relu, aten.square, aten.lerp,
       aten.diag_embed, aten.isinf, aten.isneginf, aten.isposinf, aten.fmax, aten.fmin, aten.addcmul,
-      aten.addcdiv, aten.mul_, aten.add_, aten.sub_, aten.div_, aten.masked_select)
+      aten.addcdiv, aten.mul_, aten.add_, aten.sub_, aten.div_, aten.masked_select, aten.nextafter)
 _rule(written, aten.copy_, aten.fill_, aten.index_put_, aten.index_put, aten.masked_fill_, aten.zero_)
 _rule(scattered, aten.scatter, aten.scatter_, aten.index_fill, aten.index_fill_)
 _rule(reduction, aten.sum, aten.amax, aten.amin, aten.max, aten.min, aten.argmax, aten.argmin, aten.prod,

@@ -21,8 +21,8 @@ def small_model(V, K, d_model=8, seed=0, qk_scale=1.0, scale=1.0):
         for name, parameter in model.named_parameters():
             if "b_" not in name:
                 parameter.mul_(scale)
-        model.W_Q.mul_(qk_scale)
-        model.W_K.mul_(qk_scale)
+        model.blocks[0].attn.W_Q.mul_(qk_scale)
+        model.blocks[0].attn.W_K.mul_(qk_scale)
     return model
 
 

@@ -35,8 +35,8 @@ def battery():
 
     def sharp(scale):  # pre-softmax score ranges of about 1e2 .. 1e4
         def fn(m):
-            m.W_Q.mul_(scale)
-            m.W_K.mul_(scale)
+            m.blocks[0].attn.W_Q.mul_(scale)
+            m.blocks[0].attn.W_K.mul_(scale)
         return fn
 
     yield "sharp-1e2", _edit(base(1), sharp(6.0))
@@ -88,7 +88,7 @@ def test_battery_is_not_trivial(exact_status):
 
 def test_sharp_model_screen_does_not_lose_inputs_to_underflow():
     """Scores thousands apart: every input is decided (the old global shift left whole inputs at zero)."""
-    model = _edit(small_model(8, 4, d_model=8, seed=11), lambda m: (m.W_Q.mul_(40.0), m.W_K.mul_(40.0)))
+    model = _edit(small_model(8, 4, d_model=8, seed=11), lambda m: (m.blocks[0].attn.W_Q.mul_(40.0), m.blocks[0].attn.W_K.mul_(40.0)))
     bound = brute_force(model)
     assert bound.extra["undecided"] == 0
     assert bound.extra["rechecked_float64"] < 8**4 // 10
@@ -159,3 +159,18 @@ def test_a_raised_claim_is_rejected_and_the_cli_exits_nonzero(registry, bundles)
         junk.write_bytes(b"junk")
         run = subprocess.run([sys.executable, "-m", "gbmi_core.cli", "check", str(junk)], capture_output=True, text=True)
         assert run.returncode == 1 and "not a readable gbmi proof bundle" in run.stderr
+
+
+def test_certified_verification_uses_only_costed_ops(registry):
+    """Proof length stays meaningful: every op certified verification runs has a rule in the cost table."""
+    from gbmi_core.flops import FlopCounter
+
+    model = trained_model(8, 3, seed=0, steps=300)
+    for name in ("cubic", "subcubic--eupu-svd-query+max-diff--attn-mean-query+diff--err-svd",
+                 "subcubic--eupu-max-diff--attn-drop-average-query-per-output-logit-reasoning--err-mean+max-diff-subproduct",
+                 "brute-force"):
+        strategy = registry.strategy("max-of-k", name)
+        certificate = strategy.search(model)
+        with FlopCounter() as counter:
+            strategy.spec.verify(model, certificate)
+        assert dict(counter.unknown_ops) == {}, (name, dict(counter.unknown_ops))
