@@ -186,7 +186,9 @@ _rule(elementwise, aten.clone, aten.flip, aten.tril, aten.triu, aten.eye, aten.i
       aten.floor, aten.ceil, aten.round, aten.trunc, aten.remainder, aten.fmod, aten.floor_divide,
       aten.masked_fill, aten.nan_to_num, aten.sigmoid, aten.tanh, aten.relu, aten.square, aten.lerp,
       aten.diag_embed, aten.isinf, aten.isneginf, aten.isposinf, aten.fmax, aten.fmin, aten.addcmul,
-      aten.addcdiv, aten.mul_, aten.add_, aten.sub_, aten.div_, aten.masked_select, aten.nextafter)
+      aten.addcdiv, aten.mul_, aten.add_, aten.sub_, aten.div_, aten.masked_select, aten.nextafter, aten.rsub, aten.exp2,
+      aten.searchsorted)
+_rule(lambda args, kwargs, out: _in_numel(args), aten.bincount)  # one per value counted
 _rule(written, aten.copy_, aten.fill_, aten.index_put_, aten.index_put, aten.masked_fill_, aten.zero_)
 _rule(scattered, aten.scatter, aten.scatter_, aten.index_fill, aten.index_fill_)
 _rule(reduction, aten.sum, aten.amax, aten.amin, aten.max, aten.min, aten.argmax, aten.argmin, aten.prod,

@@ -81,9 +81,11 @@ class _Query:
         self.b = base.mid
         magnitude = self.b.abs().amax(-1)  # [n, V]
         radius = base.radius.amax(-1)
-        # Relative error of any computed weight exp(s - M) (any chain of K rescalings) against exact.
-        spread = float(self.s.abs().max()) * 4 + 1
-        rho = 2 * (float(scores.radius.max()) + 4 * spread * 2.0**-53) + 16 * (n + 4) * 2.0**-52
+        # Relative error of a computed weight against exp(exact score - the same shift): the score's radius
+        # (doubled: e^r - 1 <= 2r), and per exp in its chain of at most K + 2 rescalings, 4 ulps plus the
+        # rounding of its argument (at most u · 2 max|s|).  Generous by a factor of 2.
+        largest = float(self.s.abs().max())
+        rho = 2 * float(scores.radius.max()) + 2 * (n + 2) * (4 * 2.0**-52 + 2.0**-53 * (2 * largest + 1))
         self.usable = math.isfinite(rho) and rho < 1e-3 and bool(torch.isfinite(self.b).all())
         c_sum = 2 * _gamma32(n + 2) + 10 * U32  # float32 sums, products, casts and the final subtraction
         # Per unit of weight: what one term may contribute to |computed margin - exact margin|.
