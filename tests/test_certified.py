@@ -174,3 +174,15 @@ def test_uncertified_intervals_are_plain_floats():
     assert y.lo is y.hi and y.lo.item() == float((plain + plain * 3).exp().sum())
     with pytest.raises(ValueError):
         _ = x + Interval.exact(torch.tensor([1.0]))
+
+
+def test_flush_to_zero_is_refused():
+    """The error model assumes gradual underflow; with denormals flushed, nothing is certified."""
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        with pytest.raises(RuntimeError, match="flushed to zero"):
+            check_floating_point()
+    finally:
+        torch.set_flush_denormal(False)
+    check_floating_point()

@@ -44,6 +44,7 @@ def battery():
     yield "large-logits", _edit(base(3, qk_scale=5.0), lambda m: m.W_U.mul_(2e3))
     yield "tiny", _edit(base(4), lambda m: [p.mul_(1e-12) for n, p in m.named_parameters() if "b_" not in n])
     yield "subnormal", _edit(base(5), lambda m: (m.W_E.mul_(1e-39), m.W_U.mul_(1e-3)))
+    yield "huge", _edit(base(9), lambda m: (m.W_E.mul_(1e17), m.W_U.mul_(1e17)))  # logits past float32's range
     yield "duplicated-embeddings", _edit(base(6, qk_scale=3.0), lambda m: m.W_E[2].copy_(m.W_E[4]))
     yield "tied-logits", _edit(base(7, qk_scale=3.0), lambda m: m.W_U[:, 4].copy_(m.W_U[:, 5]))
     yield "symmetric-ties", _edit(base(8, qk_scale=3.0), lambda m: (m.W_U[:, 1:].copy_(m.W_U[:, 1:2].expand(-1, 5))))
