@@ -32,7 +32,6 @@ Costs: an elementwise op on intervals is about 2 to 4 float ops; a matrix produc
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
@@ -347,8 +346,14 @@ class Interval:
     def sort(self, dim: int = -1, descending: bool = False) -> "Interval":
         """Bounds on the **order statistics**: the j-th smallest exact value lies between the j-th smallest
         ``lo`` and the j-th smallest ``hi`` (each exact value is at least its ``lo``, so at least j ``lo``'s
-        are at most the j-th smallest exact value; likewise for ``hi``)."""
-        return self._map(lambda t: t.sort(dim=dim, descending=descending).values)
+        are at most the j-th smallest exact value; likewise for ``hi``).  A NaN end means "unknown" and
+        is read as the whole line (``-inf`` below, ``+inf`` above), since sorting would move it."""
+        if not self.certified:
+            return self._map(lambda t: t.sort(dim=dim, descending=descending).values)
+        lo = self.lo.nan_to_num(nan=-_INF, posinf=_INF, neginf=-_INF)
+        hi = self.hi.nan_to_num(nan=_INF, posinf=_INF, neginf=-_INF)
+        return Interval(lo.sort(dim=dim, descending=descending).values,
+                        hi.sort(dim=dim, descending=descending).values)
 
     def logsumexp(self, dim: int) -> "Interval":
         """``log Σ exp`` along ``dim``: increasing in every argument, so each end is computed rigorously on its

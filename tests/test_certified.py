@@ -186,3 +186,11 @@ def test_flush_to_zero_is_refused():
     finally:
         torch.set_flush_denormal(False)
     check_floating_point()
+
+
+def test_sorting_reads_nan_as_unknown():
+    """A NaN end must not be sorted past real bounds: it widens to the whole line instead."""
+    f64 = torch.float64
+    bounds = Interval.between(torch.tensor([float("nan"), 5.0], dtype=f64), torch.tensor([float("nan"), 6.0], dtype=f64))
+    ordered = bounds.sort()
+    assert ordered.lo.tolist() == [float("-inf"), 5.0] and ordered.hi.tolist() == [6.0, float("inf")]

@@ -36,7 +36,7 @@ import math
 import torch
 
 from gbmi_core import Bound, GbmiError
-from gbmi_core.certified import Interval, check_floating_point
+from gbmi_core.certified import check_floating_point
 from gbmi_core.flops import charge
 
 from .model import Paths, interval_paths, paths
@@ -335,7 +335,7 @@ def _classify_iv(P: Paths, seq: list[int], iv) -> int:
     W = _MP_CACHE[key]
     n, V, D = P.n, P.V, P.D
     charge(n * D * (2 * V + 2 * D), "mpmath recheck")
-    q, m = seq[-1], max(seq)
+    m = max(seq)
     resid = [W["W_E"][t, :] + W["W_pos"][i, :] for i, t in enumerate(seq)]  # [n] rows of D
     query = resid[-1] * W["QK"]  # [D]
     scores = [sum((query[d] * resid[i][d] for d in range(D)), iv.mpf(0)) / iv.mpf(P.attn_scale) for i in range(n)]

@@ -342,7 +342,7 @@ def _cells(V: int, n: int, G: torch.Tensor):
 def _attention_bounds(parts: _Parts, G: torch.Tensor, q, m, c, is_q, valid):
     """``(amin, amax)`` [V, V, n]: bounds on the total attention on the max token's slots."""
     P, approx, err = parts.P, parts.approx, parts.err
-    V, n, s = P.V, P.n, P.attn_scale
+    n, s = P.n, P.attn_scale
     j = (m - G).clamp(min=0)  # largest allowed non-max token
     prefix_max = approx.cummax(1)  # [q, k]
     prefix_min = approx.cummin(1)
