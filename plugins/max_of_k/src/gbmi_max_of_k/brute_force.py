@@ -162,7 +162,9 @@ def _screen_query(Qt: _Query, q: int, n: int, V: int, sizes: tuple[int, int], wi
             torch.addcmul((a32[:, None] * b_last[ks])[:, None, :], g32[:, None, None],
                           A_blk[None], out=logits)  # [keys, rows, V] = Z · logits
             m = torch.maximum(torch.arange(V)[ks, None], top[None, rows])  # [keys, rows]: the max token
-            at_m = _buffer(buffers, "steps", (m.numel(),), torch.int64) + m.reshape(-1)
+            if ("steps", m.numel()) not in buffers:  # the flat offset of each input's first output
+                buffers["steps", m.numel()] = torch.arange(m.numel()) * V
+            at_m = buffers["steps", m.numel()] + m.reshape(-1)
             flat = logits.view(-1)
             right = flat[at_m].view(m.shape)
             flat.index_put_((at_m,), buffers["-inf"])  # only the wrong outputs x != m remain
@@ -194,11 +196,11 @@ def _screen_query(Qt: _Query, q: int, n: int, V: int, sizes: tuple[int, int], wi
     return int(sure.sum()), undecided, loss, overflowed
 
 
-def _buffer(buffers: dict, name: str, shape, dtype=torch.float32) -> torch.Tensor:
-    """A reused tensor: fresh multi-megabyte outputs in every block cost page faults."""
+def _buffer(buffers: dict, name: str, shape) -> torch.Tensor:
+    """A reused float32 tensor: fresh multi-megabyte outputs in every block cost page faults."""
     key = (name, tuple(shape))
     if key not in buffers:
-        buffers[key] = torch.arange(shape[0]) * buffers["V"] if name == "steps" else torch.empty(shape, dtype=dtype)
+        buffers[key] = torch.empty(shape)
     return buffers[key]
 
 
@@ -223,7 +225,7 @@ def brute_force(model, *, block_elements: int = 1 << 20, with_loss: bool = True)
     row_block = max(1, min(rows, block_elements // (key_block * V)))
     correct, loss_sum = 0, torch.zeros((), dtype=torch.float64)
     recheck, loss64 = [], []  # sequence numbers to decide in float64; to take the loss of in float64
-    buffers = {"-inf": torch.tensor(float("-inf")), "V": V}
+    buffers = {"-inf": torch.tensor(float("-inf"))}
     for q in range(V):
         Qt = _Query(P, T, q)
         if not Qt.usable:  # scores or logits beyond what the float32 screen can bound: all go to float64
