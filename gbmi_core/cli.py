@@ -251,11 +251,11 @@ def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_js
     bar = tqdm(strategies, desc="proving", unit="strategy", file=sys.stderr, disable=len(strategies) < 2 or None)
     for strategy in bar:
         bar.set_postfix_str(strategy.name)
-        certificate = strategy.search(model, store=store) if bundle_dir else None
-        results.append(strategy.prove(model, store, certificate=certificate))
-        if bundle_dir:
+        results.append(strategy.prove(model, store))
+        if bundle_dir:  # the certificate prove just searched (or found) is in the store: no second search
             from .bundle import write_bundle
 
+            certificate = strategy.search(model, model_hash=results[-1].model_hash, store=store)
             write_bundle(bundle_dir, strategy, model, config, certificate, results[-1])
     results.sort(key=lambda r: (r.flops, r.strategy))
     if as_json:

@@ -238,13 +238,16 @@ def brute_force(model, *, block_elements: int = 1 << 20, with_loss: bool = True)
         recheck.append(undecided)
         loss64.append(overflowed)
     extra = {"rechecked_float64": 0, "rechecked_mpmath": 0, "undecided": 0}
-    if recheck:
-        status, _, stats = classify_indices(P, T, torch.cat(recheck))
+    recheck, loss64 = torch.cat(recheck), torch.cat(loss64)
+    if len(recheck):
+        status, losses, stats = classify_indices(P, T, recheck)
         correct += int((status == CORRECT).sum())
         extra.update(stats)
+        loss_sum += losses[torch.isin(recheck, loss64)].sum()  # float64 losses already computed here
+        loss64 = loss64[~torch.isin(loss64, recheck)]
     if with_loss:
-        if loss64:
-            loss_sum += classify_indices(P, T, torch.cat(loss64), decide=False)[1].sum()
+        if len(loss64):
+            loss_sum += classify_indices(P, T, loss64, decide=False)[1].sum()
         extra["mean_loss"] = float(loss_sum / total)
     return Bound(correct_count=correct, total_count=total, extra=extra, certified=True)
 
