@@ -5,10 +5,11 @@ The public API.  Importing this module does not import torch or transformer_lens
 
 import pluggy
 
-from .errors import (CertificateRejected, ConfigError, CorruptEntry, DuplicateName, GbmiError, ModelRefused,
-                     PluginLoadError, StoreError, UnknownName)
+from .errors import (CertificateRejected, ConfigError, CorruptEntry, DuplicateName, GbmiError, MemoryRefused,
+                     ModelRefused, PluginLoadError, StoreError, TooLarge, UnknownName)
 from .bundle import CheckResult, check
 from .hookspecs import PROJECT_NAME
+from .memory import memory_budget
 from .records import Bound, Certificate, ModelSpec, ProofResult, StrategySpec, TaskSpec, TrainedModel, TrainerSpec
 from .registry import Registry, Strategy, get_registry
 from .store import Store, default_store_path
@@ -17,8 +18,8 @@ from .store import Store, default_store_path
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
-    "Bound", "Certificate", "CertificateRejected", "CheckResult", "check", "ConfigError", "CorruptEntry", "DuplicateName", "GbmiError",
+    "Bound", "Certificate", "CertificateRejected", "CheckResult", "check", "ConfigError", "CorruptEntry", "DuplicateName", "GbmiError", "MemoryRefused", "memory_budget",
     "ModelRefused", "ModelSpec", "PluginLoadError", "ProofResult", "Registry", "Store", "StoreError", "Strategy",
-    "StrategySpec", "TaskSpec", "TrainedModel", "TrainerSpec", "UnknownName", "default_store_path",
+    "StrategySpec", "TaskSpec", "TooLarge", "TrainedModel", "TrainerSpec", "UnknownName", "default_store_path",
     "get_registry", "hookimpl",
 ]

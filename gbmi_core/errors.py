@@ -35,3 +35,12 @@ class StoreError(GbmiError):
 
 class CorruptEntry(StoreError):
     """A store entry that fails its checksum or cannot be read."""
+
+
+class TooLarge(GbmiError):
+    """A computation refused up front because it is too large for this machine; a sweep reports it as
+    refused, not failed."""
+
+
+class MemoryRefused(TooLarge, MemoryError):
+    """A computation that would need more memory than the budget allows: the message names both."""

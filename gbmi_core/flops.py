@@ -85,9 +85,9 @@ def mean(args, kwargs, out) -> int:
     return reduction(args, kwargs, out) + _out_numel(args, kwargs, out)
 
 
-def _dim_size(args, kwargs, default_dim=-1) -> tuple[int, int]:
+def _dim_size(args, kwargs, default_dim=-1, position=1) -> tuple[int, int]:
     tensor = args[0]
-    dim = args[1] if len(args) > 1 and isinstance(args[1], int) else kwargs.get("dim", default_dim)
+    dim = args[position] if len(args) > position and isinstance(args[position], int) else kwargs.get("dim", default_dim)
     if tensor.dim() == 0:
         return 1, 1
     n = tensor.shape[dim]
@@ -101,6 +101,11 @@ def running(args, kwargs, out) -> int:
 
 def sort_check(args, kwargs, out) -> int:
     n, rows = _dim_size(args, kwargs)
+    return rows * max(n - 1, 0)
+
+
+def topk_check(args, kwargs, out) -> int:
+    n, rows = _dim_size(args, kwargs, position=2)  # topk(input, k, dim)
     return rows * max(n - 1, 0)
 
 
@@ -195,7 +200,8 @@ _rule(reduction, aten.sum, aten.amax, aten.amin, aten.max, aten.min, aten.argmax
       aten.any, aten.all, aten.aminmax, aten.count_nonzero, aten.nansum)
 _rule(mean, aten.mean, aten.nanmean)
 _rule(running, aten.cummax, aten.cummin, aten.cumsum, aten.cumprod, aten.logcumsumexp)
-_rule(sort_check, aten.sort, aten.topk, aten.argsort)
+_rule(sort_check, aten.sort, aten.argsort)
+_rule(topk_check, aten.topk)
 _rule(softmax, aten._softmax, aten.softmax)
 _rule(log_softmax, aten._log_softmax, aten.log_softmax)
 _rule(logsumexp, aten.logsumexp)

@@ -35,9 +35,10 @@ import math
 
 import torch
 
-from gbmi_core import Bound, GbmiError
+from gbmi_core import Bound, GbmiError, TooLarge
 from gbmi_core.certified import check_floating_point
 from gbmi_core.flops import charge
+from gbmi_core.memory import require
 
 from .model import Paths, interval_paths, paths
 
@@ -216,9 +217,11 @@ def brute_force(model, *, block_elements: int = 1 << 20, with_loss: bool = True)
     V, n = P.V, P.n
     total = V**n
     if total > MAX_INPUTS:
-        raise GbmiError(f"brute force over {V}^{n} = {total:.3g} inputs is infeasible here (limit {MAX_INPUTS:.3g})")
+        raise TooLarge(f"brute force over {V}^{n} = {total:.3g} inputs is infeasible here (limit {MAX_INPUTS:.3g})")
     if n < 2:
         raise GbmiError("brute force needs K >= 2")
+    # The path tables (OV is [K, V, V] intervals, a few copies alive) and the float32 block buffers.
+    require(8 * (8 * n * V * V + 16 * block_elements), f"brute force at V={V}, K={n}")
     T = _path_tables(P)
     rows = V ** (n - 2)
     key_block = max(1, min(V, block_elements // (V * min(rows, 256))))
@@ -229,6 +232,7 @@ def brute_force(model, *, block_elements: int = 1 << 20, with_loss: bool = True)
     for q in range(V):
         Qt = _Query(P, T, q)
         if not Qt.usable:  # scores or logits beyond what the float32 screen can bound: all go to float64
+            require(8 * 4 * rows * V * (V - q), f"brute force's float64 recheck of {V - q} queries' inputs at V={V}, K={n}")
             recheck.append(torch.arange(rows * V) + q * V * rows)
             loss64.append(recheck[-1])
             continue
