@@ -14,7 +14,7 @@ import warnings
 
 import click
 
-from .errors import GbmiError
+from .errors import GbmiError, TooLarge
 from .report import format_table as _table
 
 
@@ -32,6 +32,13 @@ class _Group(click.Group):
         except Exception as error:  # noqa: BLE001 - one clear line, not a traceback
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            from .memory import format_size, is_allocation_failure, memory_budget
+
+            if is_allocation_failure(error):
+                click.echo(f"Error: out of memory ({type(error).__name__}); the memory budget is "
+                           f"{format_size(memory_budget())}: set a smaller --max-memory so strategies "
+                           f"plan their chunks within what this machine has", err=True)
+                ctx.exit(1)
             click.echo(f"Error: {type(error).__name__}: {error} (run `gbmi --debug ...` for the traceback)",
                        err=True)
             ctx.exit(1)
@@ -58,13 +65,24 @@ def _store(ctx):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", type=click.Path(file_okay=False), envvar="GBMI_STORE", default=None,
               help="Store directory (default: $GBMI_STORE, else ~/.local/share/gbmi/store).")
+@click.option("--max-memory", default=None, metavar="SIZE",
+              help="Memory budget of a proof, e.g. 2G (default: $GBMI_MAX_MEMORY, else a quarter of free memory).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="gbmi-core", prog_name="gbmi")
 @click.pass_context
-def main(ctx, store, debug):
+def main(ctx, store, max_memory, debug):
     """gbmi: compact, computer-checked lower bounds on a model's accuracy over every input."""
+    import os
+
+    from .memory import MEMORY_ENV, parse_size
+
     ctx.ensure_object(dict)
     ctx.obj.update(store=store, debug=debug)
+    if max_memory is not None:
+        try:
+            os.environ[MEMORY_ENV] = str(parse_size(max_memory))  # workers of a sweep inherit it
+        except GbmiError as error:
+            raise click.BadParameter(str(error), param_hint="--max-memory") from None
 
 
 def _echo_json(data) -> None:
@@ -251,7 +269,13 @@ def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_js
     bar = tqdm(strategies, desc="proving", unit="strategy", file=sys.stderr, disable=len(strategies) < 2 or None)
     for strategy in bar:
         bar.set_postfix_str(strategy.name)
-        results.append(strategy.prove(model, store))
+        try:
+            results.append(strategy.prove(model, store))
+        except TooLarge as error:
+            if len(strategies) == 1:
+                raise
+            click.echo(f"refused: {strategy.name}: {error}", err=True)  # the others still run
+            continue
         if bundle_dir:  # the certificate prove just searched (or found) is in the store: no second search
             from .bundle import write_bundle
 
@@ -300,9 +324,12 @@ def sweep_cmd(ctx, task, seeds, patterns, preset, config_file, assignments, jobs
     store = _store(ctx)
     summary = run_sweep(registry, task, configs, strategies, store, executor=executor, jobs=jobs,
                         scheduler=scheduler, workers=workers)
+    refused = f", {len(summary.refused)} refused as too large" if summary.refused else ""
     click.echo(f"{summary.models} models, {summary.pairs} (model, strategy) pairs: {summary.done} proved now, "
-               f"{summary.skipped} already stored, {len(summary.failed)} failed; {summary.seconds:.1f} s; "
+               f"{summary.skipped} already stored{refused}, {len(summary.failed)} failed; {summary.seconds:.1f} s; "
                f"store {store.root}")
+    for reason in sorted({(strategy, error) for _, strategy, error in summary.refused})[:20]:
+        click.echo(f"  refused: {reason[0]}: {reason[1]}", err=True)
     for config_hash, strategy, error in summary.failed[:20]:
         click.echo(f"  failed: config {config_hash} {strategy}: {error}", err=True)
     if summary.failed:
@@ -311,7 +338,9 @@ def sweep_cmd(ctx, task, seeds, patterns, preset, config_file, assignments, jobs
 
 @main.command("report")
 @click.argument("task")
-@click.option("--preset", default=None, help="Report on this preset's models (default: the task's default config).")
+@click.option("--preset", "presets", multiple=True,
+              help="Report on this preset's models (repeatable; 'all' for every preset with results; default: the "
+                   "task's default config).  Several presets add a comparison table and a preset column.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A .json or .toml config file.")
 @click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE", help="Override a config field.")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "latex", "json"]), default="table",
@@ -319,24 +348,39 @@ def sweep_cmd(ctx, task, seeds, patterns, preset, config_file, assignments, jobs
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also write plots: PATH's suffix (.png or .svg) picks the format; three files, PATH-<name>.")
 @click.pass_context
-def report_cmd(ctx, task, preset, config_file, assignments, fmt, plot_path):
+def report_cmd(ctx, task, presets, config_file, assignments, fmt, plot_path):
     """Summarise the results the store holds for TASK across seeds (Table 1 of the paper), and plot them."""
     from .config import parse_assignment
-    from .report import collect, plot, render, summarise
+    from .report import collect, plot, render, render_presets, summarise
 
     registry = _registry(ctx)
     overrides = dict(parse_assignment(a) for a in assignments)
-    config = registry.make_config(task, preset=preset, config_file=config_file, overrides=overrides)
+    names = list(presets) or [None]
+    if "all" in names:
+        names = list(registry.task(task).presets)
     store = _store(ctx)
-    rows = collect(registry, task, store, config)
-    if not rows:
+    sections = []
+    for name in names:
+        config = registry.make_config(task, preset=name, config_file=config_file, overrides=overrides)
+        rows = collect(registry, task, store, config)
+        if rows:
+            sections.append((name, rows, summarise(rows)))
+    if not sections:
         raise GbmiError(f"the store at {store.root} holds no results for task {task!r} with this config; "
                         f"run `gbmi sweep {task}` first")
-    summary = summarise(rows)
-    click.echo(render(summary, fmt))
+    if len(names) == 1:
+        click.echo(render(sections[0][2], fmt))
+    else:
+        click.echo(render_presets([(name, summary) for name, _, summary in sections], fmt))
     if plot_path:
-        for path in plot(rows, summary, plot_path, title=f"{task}: "):
-            click.echo(f"wrote {path}", err=True)
+        import pathlib
+
+        for name, rows, summary in sections:
+            target = pathlib.Path(plot_path)
+            if len(names) > 1:
+                target = target.with_name(f"{target.stem}-{name}{target.suffix}")
+            for path in plot(rows, summary, target, title=f"{task}{'' if name is None else ' ' + name}: "):
+                click.echo(f"wrote {path}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import time
 import warnings
@@ -70,7 +71,8 @@ class Strategy:
             entry = store.get(key)
             if entry is not None:
                 return Certificate(self.name, model_hash, entry.arrays, entry.attrs)
-        found = self.spec.search(model)
+        with _memory_errors(f"search of {self.task}/{self.name}"):
+            found = self.spec.search(model)
         arrays, attributes = _split_certificate(found)
         certificate = Certificate(self.name, model_hash, arrays, attributes)
         if store is not None:
@@ -89,7 +91,7 @@ class Strategy:
         if certificate.model_hash != model_hash:
             raise CertificateRejected(
                 f"certificate was made for model {certificate.model_hash}, not for this model ({model_hash})")
-        with FlopCounter() as counter:
+        with FlopCounter() as counter, _memory_errors(f"verification of {self.task}/{self.name}"):
             bound = self.spec.verify(model, certificate)
         if not isinstance(bound, Bound):
             raise GbmiError(f"strategy {self.task}/{self.name} returned {type(bound).__name__}, not a Bound")
@@ -131,6 +133,20 @@ class Strategy:
         if store is not None:
             store.put(f"results/{self.task}/{model_hash}/{self.name}", {}, result.to_dict())
         return result
+
+
+@contextlib.contextmanager
+def _memory_errors(what: str):
+    """Turn an allocator's out-of-memory failure into a :class:`MemoryRefused` naming the work and the budget."""
+    from .memory import MemoryRefused, format_size, is_allocation_failure, memory_budget
+
+    try:
+        yield
+    except Exception as error:
+        if not is_allocation_failure(error):
+            raise
+        raise MemoryRefused(f"{what} ran out of memory (the budget is {format_size(memory_budget())}; the "
+                            f"strategy's estimate was too low: please report it)") from None
 
 
 def _split_certificate(found: Mapping[str, Any]) -> tuple[dict, dict]:
@@ -280,13 +296,13 @@ class Registry:
                 path = reference() if callable(reference) else reference
                 arrays, attributes = read_model_file(path)
                 model, _ = model_from_entry(spec, arrays, attributes, str(path))
-                store.put(key, arrays, attributes)
+                store.put(key, arrays, attributes, packed=False)
                 return model, attributes["metrics"]
         trained = self.trainer(task).train(config, progress=progress)
         if not isinstance(trained, TrainedModel):
             raise GbmiError(f"the trainer of task {task!r} returned a {type(trained).__name__}, not a TrainedModel")
         weights = model_weights(trained.model)
-        store.put(key, weights, entry_attrs(task, config, weights, trained.metrics))
+        store.put(key, weights, entry_attrs(task, config, weights, trained.metrics), packed=False)
         return trained.model, dict(trained.metrics)
 
 

@@ -42,14 +42,14 @@ def collect(registry, task: str, store, config) -> list[Row]:
     known = {s.name: s for s in registry.strategies(task)}
     rows: list[Row] = []
     for key in store.keys(f"models/{task}"):
-        entry = store.get(key)
-        if entry is None:
+        attributes = store.attrs(key)  # the weights are not needed here
+        if attributes is None:
             continue
-        data = dict(entry.attrs.get("config", {}))
+        data = dict(attributes.get("config", {}))
         seed = data.pop("seed", None)
         if data != wanted:
             continue
-        model_hash = entry.attrs["model_hash"]
+        model_hash = attributes["model_hash"]
         results = {}
         for result_key in store.keys(f"results/{task}/{model_hash}"):
             stored = store.get(result_key)
@@ -61,7 +61,7 @@ def collect(registry, task: str, store, config) -> list[Row]:
             strategy = known.get(name)
             normalised = (result.accuracy_lower_bound / exact.accuracy_lower_bound
                           if exact is not None and exact.accuracy_lower_bound > 0 else None)
-            rows.append(Row(seed, entry.attrs.get("config_hash", key.rsplit("/", 1)[-1]), result,
+            rows.append(Row(seed, attributes.get("config_hash", key.rsplit("/", 1)[-1]), result,
                             strategy.spec.family if strategy else "(unregistered)",
                             strategy.complexity if strategy else "?", normalised))
     return rows
@@ -139,36 +139,73 @@ def _tables(summary) -> list[tuple[str, list[str], list[list[str]]]]:
             ("Per strategy", headers, rows)]
 
 
-def render(summary, fmt: str = "table") -> str:
-    """The summary as ``table`` (terminal), ``markdown``, ``csv``, ``latex`` or ``json``."""
-    if fmt == "json":
-        return json.dumps(summary, indent=2, sort_keys=True, allow_nan=True)
-    out = []
-    for title, headers, rows in _tables(summary):
-        if fmt == "csv":
-            buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
-            writer.writerow(["table", *headers])
-            writer.writerows([[title, *row] for row in rows])
-            out.append(buffer.getvalue().rstrip("\n"))
-        elif fmt == "markdown":
-            lines = [f"### {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-            lines += ["| " + " | ".join(row) + " |" for row in rows]
-            out.append("\n".join(lines))
-        elif fmt == "latex":
-            def tex(text):
-                return (text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("&", "\\&")
-                        .replace("%", "\\%").replace("#", "\\#").replace("^", "\\^{}").replace("±", "$\\pm$"))
+def _emit(title: str, headers: list[str], rows: list[list[str]], fmt: str) -> str:
+    """One titled table as a terminal ``table``, ``markdown`` or ``latex``."""
+    if fmt == "markdown":
+        lines = [f"### {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    if fmt == "latex":
+        def tex(text):
+            return (text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("&", "\\&")
+                    .replace("%", "\\%").replace("#", "\\#").replace("^", "\\^{}").replace("±", "$\\pm$"))
 
-            lines = [f"% {title}", "\\begin{tabular}{" + "l" * len(headers) + "}", "\\hline",
-                     " & ".join(tex(h) for h in headers) + " \\\\", "\\hline"]
-            lines += [" & ".join(tex(c) for c in row) + " \\\\" for row in rows]
-            lines += ["\\hline", "\\end{tabular}"]
-            out.append("\n".join(lines))
-        elif fmt == "table":
-            out.append(f"{title}\n{format_table(rows, headers)}")
-        else:
-            raise ValueError(f"unknown format {fmt!r}")
+        lines = [f"% {title}", "\\begin{tabular}{" + "l" * len(headers) + "}", "\\hline",
+                 " & ".join(tex(h) for h in headers) + " \\\\", "\\hline"]
+        lines += [" & ".join(tex(c) for c in row) + " \\\\" for row in rows]
+        return "\n".join(lines + ["\\hline", "\\end{tabular}"])
+    if fmt == "table":
+        return f"{title}\n{format_table(rows, headers)}"
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+#: The columns of ``--format csv``: one row per family (its best strategy on each seed) and per strategy.
+CSV_COLUMNS = ["preset", "level", "name", "family", "complexity", "strategies", "seeds", "bound_mean", "bound_std",
+               "normalised_mean", "normalised_std", "flops_mean", "unexplained_dimension", "seconds_mean"]
+
+
+def _csv(sections) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n", restval="")
+    writer.writeheader()
+    for preset, summary in sections:
+        for f in summary["families"]:
+            writer.writerow({"preset": preset or "", "level": "family", "name": f["family"], "family": f["family"],
+                             "strategies": f["strategies"], "seeds": f["seeds"], "bound_mean": f["best_bound_mean"],
+                             "bound_std": f["best_bound_std"], "normalised_mean": f["best_normalised_mean"],
+                             "normalised_std": f["best_normalised_std"], "flops_mean": f["flops_of_best_mean"],
+                             "unexplained_dimension": f["unexplained_dimension_of_best"]})
+        for r in summary["strategies"]:
+            writer.writerow({"preset": preset or "", "level": "strategy", "name": r["strategy"], "family": r["family"],
+                             "complexity": r["complexity"], "strategies": 1, "seeds": r["seeds"],
+                             **{k: r[k] for k in ("bound_mean", "bound_std", "normalised_mean", "normalised_std",
+                                                  "flops_mean", "unexplained_dimension", "seconds_mean")}})
+    return buffer.getvalue().rstrip("\n")
+
+
+def render(summary, fmt: str = "table") -> str:
+    """The summary as ``table`` (terminal), ``markdown``, ``csv`` (one table), ``latex`` or ``json``."""
+    return render_presets([(None, summary)], fmt)
+
+
+def render_presets(sections: list[tuple[str | None, dict]], fmt: str = "table") -> str:
+    """Summaries of several presets (``[(preset, summary)]``): with more than one, a comparison of each
+    family's best bound across presets comes first, then each preset's tables; ``csv`` and ``json`` carry
+    the preset in every row (resp. as the top-level key)."""
+    if fmt == "json":
+        data = sections[0][1] if len(sections) == 1 else {name: summary for name, summary in sections}
+        return json.dumps(data, indent=2, sort_keys=True, allow_nan=True)
+    if fmt == "csv":
+        return _csv(sections)
+    out = []
+    if len(sections) > 1:
+        headers = ["preset", "family", "seeds", "best bound", "best normalised", "FLOPs (best)"]
+        rows = [[name, f["family"], str(f["seeds"]), _pm(f["best_bound_mean"], f["best_bound_std"]),
+                 _pm(f["best_normalised_mean"], f["best_normalised_std"]), f"{f['flops_of_best_mean']:.3g}"]
+                for name, summary in sections for f in summary["families"]]
+        out.append(_emit("Per preset (the best strategy of each family on each seed)", headers, rows, fmt))
+    for name, summary in sections:
+        for title, headers, rows in _tables(summary):
+            out.append(_emit(title if name is None else f"{name}: {title}", headers, rows, fmt))
     return "\n\n".join(out)
 
 

@@ -3,16 +3,25 @@
 Layout under the store root::
 
     zarr.json                 the root group (attrs: {"gbmi_store": 1})
-    .objects/<uuid>/          one Zarr group per written entry (arrays + attrs), never modified
-    entries/<key...>          a symbolic link to the object that is the entry's current value
+    .objects/<uuid>/          one Zarr group per large entry (arrays + attrs), never modified
+    entries/<key...>          the entry: a symbolic link to its Zarr object, or a packed file
     .corrupt/                 entries that failed their checksum, set aside for inspection
 
-Writes are atomic: an entry is written in full into a fresh object, then published by replacing the
-entry's link with ``os.replace`` (an atomic rename).  A process killed at any point leaves either the old
-link (old state) or the new one (complete new entry); an object never linked is invisible.  Two writers
-of the same key each write their own object; the last rename wins and both objects are complete.
+Two kinds of entry, one key space.  **Zarr groups** hold models and any entry whose arrays exceed
+:data:`PACKED_LIMIT` (chunked, compressed, readable by any Zarr tool).  The many small records a sweep
+writes (results, certificates) are **packed**: the entry is one regular file at ``entries/<key>``, JSON
+when it has no arrays, else an ``.npz`` archive (compressed ``.npy`` members plus a ``__gbmi__`` member
+holding the JSON header).  A 151-seed × 102-strategy sweep then takes about two files per proof instead
+of forty, and reading its results is a JSON parse per proof instead of a Zarr open.
 
-Every entry carries a SHA-256 checksum over its arrays and attrs.  A corrupt entry found on read is
+Writes are atomic: an entry is written in full (a fresh object, or a hidden temporary file beside the
+entry), then published by ``os.replace`` onto ``entries/<key>`` (an atomic rename, whatever kind was there
+before).  A process killed at any point leaves either the old entry or the new one, complete; an object or
+temporary file never published is invisible (and :meth:`Store.collect_garbage` removes it).  Two writers
+of the same key each write their own copy; the last rename wins and both copies are complete.
+
+Every entry carries a SHA-256 checksum over its arrays and attrs, and one over its attrs alone (so
+:meth:`Store.attrs` can read a model's metadata without its weights).  A corrupt entry found on read is
 reported with a :class:`CorruptEntryWarning`, moved to ``.corrupt/``, and treated as absent, so the
 caller recomputes it.
 """
@@ -20,6 +29,7 @@ caller recomputes it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -36,6 +46,10 @@ from .errors import CorruptEntry, StoreError
 
 STORE_ENV = "GBMI_STORE"
 _CHECKSUM = "gbmi_checksum"
+_ATTRS_CHECKSUM = "gbmi_attrs_checksum"
+_HEADER = "__gbmi__"
+#: Entries whose arrays take at most this many bytes are packed into one file (unless a caller asks for Zarr).
+PACKED_LIMIT = 1 << 20
 _KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+=")
 
 
@@ -118,24 +132,42 @@ class Store:
         return self.root / "entries" / pathlib.Path(*_check_key(key))
 
     # -- writing -----------------------------------------------------------------------------------
-    def put(self, key: str, arrays: Mapping[str, Any] | None = None, attributes: Mapping[str, Any] | None = None) -> None:
-        """Write (or replace) ``key`` atomically."""
-        import zarr
+    def put(self, key: str, arrays: Mapping[str, Any] | None = None, attributes: Mapping[str, Any] | None = None,
+            *, packed: bool | None = None) -> None:
+        """Write (or replace) ``key`` atomically.
 
+        ``packed``: one file (``True``), a Zarr group (``False``), or by size (``None``: packed when the
+        arrays take at most :data:`PACKED_LIMIT` bytes)."""
         link = self._link(key)
         self._ensure()
         arrays = {name: np.asarray(value) for name, value in (arrays or {}).items()}
-        attributes = json.loads(json.dumps(dict(attributes or {})))  # JSON-able, detached copy
-        object_id = uuid.uuid4().hex
-        object_dir = self.root / ".objects" / object_id
-        group = zarr.open_group(str(object_dir), mode="w-")
-        for name, array in arrays.items():
+        for name in arrays:
             _check_key(name)
-            group.create_array(name, data=array)
-        group.attrs.update({"attrs": attributes, "key": key, _CHECKSUM: checksum(arrays, attributes)})
+            if name == _HEADER:
+                raise StoreError(f"array name {_HEADER!r} is reserved")
+        attributes = json.loads(json.dumps(dict(attributes or {})))  # JSON-able, detached copy
+        meta = {"attrs": attributes, "key": key, _CHECKSUM: checksum(arrays, attributes),
+                _ATTRS_CHECKSUM: checksum({}, attributes)}
+        if packed is None:
+            packed = sum(a.nbytes for a in arrays.values()) <= PACKED_LIMIT
         link.parent.mkdir(parents=True, exist_ok=True)
-        temporary = link.parent / f".{link.name}.{object_id}.tmp"
-        os.symlink(os.path.relpath(object_dir, link.parent), temporary)
+        temporary = link.parent / f".{link.name}.{uuid.uuid4().hex}.tmp"
+        if packed:
+            with open(temporary, "wb") as handle:
+                if arrays:
+                    header = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+                    np.savez_compressed(handle, **arrays, **{_HEADER: header})
+                else:
+                    handle.write(json.dumps(meta, separators=(",", ":")).encode())
+        else:
+            import zarr
+
+            object_dir = self.root / ".objects" / uuid.uuid4().hex
+            group = zarr.open_group(str(object_dir), mode="w-")
+            for name, array in arrays.items():
+                group.create_array(name, data=array)
+            group.attrs.update(meta)
+            os.symlink(os.path.relpath(object_dir, link.parent), temporary)
         os.replace(temporary, link)
 
     # -- reading -----------------------------------------------------------------------------------
@@ -150,31 +182,73 @@ class Store:
             self.set_aside(key, str(error))
             return None
 
-    def _read(self, key: str, link: pathlib.Path) -> Entry:
-        import zarr
+    def attrs(self, key: str) -> Mapping[str, Any] | None:
+        """Only the attrs of ``key`` (checked against their own checksum), or None if absent or corrupt.
 
+        Cheap for Zarr entries too: the arrays are not read."""
+        link = self._link(key)
+        if not os.path.lexists(link):
+            return None
         try:
-            group = zarr.open_group(str(link.resolve(strict=True)), mode="r")
-            meta = dict(group.attrs)
-            arrays = {name: np.asarray(group[name][...]) for name in group.array_keys()}
+            if not link.is_symlink():
+                return self._read(key, link).attrs
+            try:
+                with open(link.resolve(strict=True) / "zarr.json") as handle:
+                    meta = json.load(handle).get("attributes", {})
+            except (OSError, ValueError) as error:
+                raise CorruptEntry(f"store entry {key!r} cannot be read: {type(error).__name__}: {error}") from None
+            if _ATTRS_CHECKSUM not in meta:  # written before attrs had their own checksum
+                return self._read(key, link).attrs
+            return self._check(key, meta, None)
+        except CorruptEntry as error:
+            self.set_aside(key, str(error))
+            return None
+
+    def _read(self, key: str, link: pathlib.Path) -> Entry:
+        try:
+            if link.is_symlink():
+                import zarr
+
+                group = zarr.open_group(str(link.resolve(strict=True)), mode="r")
+                meta = dict(group.attrs)
+                arrays = {name: np.asarray(group[name][...]) for name in group.array_keys()}
+            else:
+                with open(link, "rb") as handle:
+                    data = handle.read()
+                if data[:2] == b"PK":
+                    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                        arrays = {name: archive[name] for name in archive.files}
+                    meta = json.loads(arrays.pop(_HEADER).tobytes())
+                else:
+                    meta, arrays = json.loads(data), {}
         except Exception as error:  # noqa: BLE001 - anything unreadable is corrupt
             raise CorruptEntry(f"store entry {key!r} cannot be read: {type(error).__name__}: {error}") from None
-        attributes = meta.get("attrs")
+        return Entry(key, arrays, self._check(key, meta, arrays))
+
+    @staticmethod
+    def _check(key: str, meta: Any, arrays: Mapping[str, np.ndarray] | None) -> dict:
+        attributes = meta.get("attrs") if isinstance(meta, dict) else None
         if meta.get("key") != key or not isinstance(attributes, dict):
             raise CorruptEntry(f"store entry {key!r} has missing or foreign metadata")
-        if checksum(arrays, attributes) != meta.get(_CHECKSUM):
+        if arrays is None:
+            if checksum({}, attributes) != meta.get(_ATTRS_CHECKSUM):
+                raise CorruptEntry(f"store entry {key!r} fails its checksum")
+        elif checksum(arrays, attributes) != meta.get(_CHECKSUM):
             raise CorruptEntry(f"store entry {key!r} fails its checksum")
-        return Entry(key, arrays, attributes)
+        return attributes
 
     def set_aside(self, key: str, reason: str) -> None:
         """Move a bad entry to ``.corrupt/`` (kept for inspection) and warn; the key then reads as absent."""
         link = self._link(key)
         aside = self.root / ".corrupt" / f"{key.replace('/', '__')}.{int(time.time())}.{uuid.uuid4().hex[:8]}"
         try:
-            target = link.resolve()
-            os.replace(link, aside.with_suffix(".link"))
-            if target.exists() and target.is_relative_to(self.root / ".objects"):
-                os.replace(target, aside)
+            if not link.is_symlink():  # a packed entry: the file itself
+                os.replace(link, aside)
+            else:
+                target = link.resolve()
+                os.replace(link, aside.with_suffix(".link"))
+                if target.exists() and target.is_relative_to(self.root / ".objects"):
+                    os.replace(target, aside)
         except OSError:
             pass
         warnings.warn(f"{reason}; it was moved to {aside} and will be recomputed", CorruptEntryWarning, stacklevel=3)
@@ -188,12 +262,19 @@ class Store:
         start = base / pathlib.Path(*_check_key(prefix)) if prefix else base
         if not start.exists():
             return iter(())
+        if start.is_symlink() or not start.is_dir():
+            return iter([prefix] if os.path.lexists(start) else [])
         found = []
-        for dirpath, dirnames, filenames in os.walk(start):
-            for name in dirnames + filenames:
-                path = pathlib.Path(dirpath) / name
-                if path.is_symlink() and not name.startswith("."):
-                    found.append(path.relative_to(base).as_posix())
+        pending = [start]
+        while pending:  # os.scandir: one stat-free pass per folder (links are entries, folders are not)
+            with os.scandir(pending.pop()) as listing:
+                for item in listing:
+                    if item.name.startswith("."):
+                        continue
+                    if item.is_dir(follow_symlinks=False):
+                        pending.append(pathlib.Path(item.path))
+                    else:
+                        found.append(pathlib.Path(item.path).relative_to(base).as_posix())
         return iter(sorted(found))
 
     def delete(self, key: str) -> bool:
@@ -204,17 +285,54 @@ class Store:
         return True
 
     def collect_garbage(self, older_than_s: float = 3600.0) -> int:
-        """Remove objects no entry links to (left by killed or losing writers).  Returns how many."""
+        """Remove what no entry refers to, left by killed or losing writers: Zarr objects no entry links to
+        and hidden temporary files, once older than ``older_than_s`` (a writer may still be busy with a
+        younger one).  Returns how many were removed."""
         if not (self.root / ".objects").exists():
             return 0
         live = {os.path.realpath(self.root / "entries" / key) for key in self.keys()}
         removed = 0
         now = time.time()
         for path in (self.root / ".objects").iterdir():
-            if str(path.resolve()) not in live and now - path.stat().st_mtime > older_than_s:
+            if str(path.resolve()) not in live and now - path.lstat().st_mtime > older_than_s:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
+        for dirpath, _, filenames in os.walk(self.root / "entries"):
+            for name in filenames:
+                path = pathlib.Path(dirpath) / name
+                if name.startswith(".") and name.endswith(".tmp") and now - path.lstat().st_mtime > older_than_s:
+                    path.unlink(missing_ok=True)
+                    removed += 1
         return removed
+
+    def info(self) -> dict[str, Any]:
+        """What the store holds: entries per top-level kind (``models``, ``results``, ...), packed and Zarr
+        entries, files and bytes on disk, unreferenced objects and temporary files, set-aside entries."""
+        kinds: dict[str, int] = {}
+        packed = zarr_entries = 0
+        for key in self.keys():
+            kinds[key.split("/", 1)[0]] = kinds.get(key.split("/", 1)[0], 0) + 1
+            if (self.root / "entries" / key).is_symlink():
+                zarr_entries += 1
+            else:
+                packed += 1
+        files = size = 0
+        for dirpath, _, filenames in os.walk(self.root):
+            for name in filenames:
+                files += 1
+                try:
+                    size += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+                except OSError:
+                    pass
+        live = {os.path.realpath(self.root / "entries" / key) for key in self.keys()}
+        objects = list((self.root / ".objects").iterdir()) if (self.root / ".objects").exists() else []
+        temporary = sum(1 for _, _, names in os.walk(self.root / "entries") for n in names
+                        if n.startswith(".") and n.endswith(".tmp"))
+        corrupt = len(list((self.root / ".corrupt").iterdir())) if (self.root / ".corrupt").exists() else 0
+        return {"root": str(self.root), "entries": sum(kinds.values()), "by_kind": dict(sorted(kinds.items())),
+                "packed_entries": packed, "zarr_entries": zarr_entries, "files": files, "bytes_on_disk": size,
+                "unreferenced_objects": sum(1 for o in objects if str(o.resolve()) not in live),
+                "temporary_files": temporary, "set_aside": corrupt}
 
     # -- cached computations -----------------------------------------------------------------------
     def cached(self, key: str, compute: Callable[[], tuple[Mapping[str, Any], Mapping[str, Any]]]) -> Entry:

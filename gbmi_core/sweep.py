@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 import attrs
 
 from . import config as config_mod
+from .errors import TooLarge
 
 _REGISTRY = None
 
@@ -68,14 +69,16 @@ def prove_unit(task: str, config_data: dict, store_root: str, strategies: Sequen
     store = Store(store_root)
     config = config_mod.structure(registry.task(task).config_type, config_data)
     model, _ = registry.train_or_load(task, config, store, progress=False)
-    done, failed = [], []
+    done, failed, refused = [], [], []
     for name in strategies:
         try:
             registry.strategy(task, name).prove(model, store)
             done.append(name)
+        except TooLarge as error:  # refused up front (too many inputs, over the memory budget): not a failure
+            refused.append((name, str(error)))
         except Exception as error:  # noqa: BLE001 - one failing strategy must not sink the sweep
             failed.append((name, f"{type(error).__name__}: {error}"))
-    return {"done": done, "failed": failed}
+    return {"done": done, "failed": failed, "refused": refused}
 
 
 class _Executor:
@@ -146,6 +149,7 @@ class SweepSummary:
     done: int
     failed: tuple[tuple[str, str, str], ...]  # (config hash, strategy, error)
     seconds: float
+    refused: tuple[tuple[str, str, str], ...] = ()  # (config hash, strategy, reason): too large, not run
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -186,6 +190,7 @@ def run_sweep(registry, task: str, configs: Iterable[Any], strategies: Sequence[
         executor = "inline"
     pool = _Executor(executor, jobs=jobs, scheduler=scheduler, workers=workers)
     failed: list[tuple[str, str, str]] = []
+    refused: list[tuple[str, str, str]] = []
     try:
         data = [config_mod.unstructure(c) for c in configs]
         # Phase 1: models (one unit each, so no model is trained twice at once).
@@ -221,6 +226,7 @@ def run_sweep(registry, task: str, configs: Iterable[Any], strategies: Sequence[
                 outcome = future.result()
                 done += len(outcome["done"])
                 failed.extend((config_mod.content_hash(configs[i]), n, e) for n, e in outcome["failed"])
+                refused.extend((config_mod.content_hash(configs[i]), n, e) for n, e in outcome["refused"])
             except Exception as error:  # noqa: BLE001 - a worker lost, say
                 failed.extend((config_mod.content_hash(configs[i]), n, f"{type(error).__name__}: {error}")
                               for n in names)
@@ -229,4 +235,4 @@ def run_sweep(registry, task: str, configs: Iterable[Any], strategies: Sequence[
     finally:
         pool.close()
     return SweepSummary(models=len(hashes), pairs=len(configs) * len(strategies), skipped=skipped, done=done,
-                        failed=tuple(failed), seconds=time.perf_counter() - start)
+                        failed=tuple(failed), seconds=time.perf_counter() - start, refused=tuple(refused))

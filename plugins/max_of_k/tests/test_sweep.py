@@ -1,5 +1,7 @@
 """Sweeps and reports on tiny Max-of-K configs: Dask vs local, resuming, kills, concurrent sweeps."""
 
+import csv
+import io
 import json
 import os
 import signal
@@ -112,7 +114,10 @@ def test_report_formats_and_plots(registry, tmp_path):
     assert brute["strategy"] == "brute-force" and brute["normalised_mean"] == 1.0 and brute["seeds"] == 3
     markdown = render(summary, "markdown")
     assert "| family | strategies | seeds | best bound |" in markdown and "| brute-force | 1 | 3 |" in markdown
-    assert render(summary, "csv").splitlines()[0].startswith("table,family,strategies,seeds")
+    table = list(csv.DictReader(io.StringIO(render(summary, "csv"))))  # one table, one header
+    assert [r["level"] for r in table] == ["family"] * 4 + ["strategy"] * 4
+    brute_row = next(r for r in table if r["level"] == "strategy" and r["name"] == "brute-force")
+    assert float(brute_row["normalised_mean"]) == 1.0 and brute_row["seeds"] == "3"
     assert json.loads(render(summary, "json"))["families"][1]["family"] == "cubic"
     assert "\\begin{tabular}" in render(summary, "latex")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GBMI_")}
