@@ -383,5 +383,61 @@ def report_cmd(ctx, task, presets, config_file, assignments, fmt, plot_path):
                 click.echo(f"wrote {path}", err=True)
 
 
+@main.group("store")
+def store_group():
+    """Inspect or tidy the store (see `gbmi --store DIR store info`)."""
+
+
+@store_group.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def store_info_cmd(ctx, as_json):
+    """What the store holds: entries by kind, files and bytes on disk, garbage and set-aside entries."""
+    from .memory import format_size
+
+    store = _store(ctx)
+    if not store.root.exists():
+        raise GbmiError(f"there is no store at {store.root}")
+    info = store.info()
+    if as_json:
+        _echo_json(info)
+        return
+    kinds = ", ".join(f"{count} {kind}" for kind, count in info["by_kind"].items()) or "nothing"
+    click.echo(f"store {info['root']}\n"
+               f"  entries: {info['entries']} ({kinds}); {info['packed_entries']} packed, {info['zarr_entries']} Zarr groups\n"
+               f"  on disk: {info['files']} files, {format_size(info['bytes_on_disk'])}\n"
+               f"  garbage: {info['unreferenced_objects']} unreferenced objects, {info['temporary_files']} temporary "
+               f"files (`gbmi store gc` removes them)\n"
+               f"  set aside as corrupt: {info['set_aside']} (in {info['root']}/.corrupt)")
+
+
+@store_group.command("gc")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+              metavar="SECONDS", help="Only remove garbage at least this old (a live writer may own younger files).")
+@click.option("--corrupt", "drop_corrupt", is_flag=True, help="Also delete the entries set aside as corrupt.")
+@click.option("--delete", "prefixes", multiple=True, metavar="PREFIX",
+              help="Also delete every entry under PREFIX (e.g. results/max-of-k, or certificates); repeatable.")
+@click.pass_context
+def store_gc_cmd(ctx, older_than, drop_corrupt, prefixes):
+    """Remove what no entry refers to (left by killed or losing writers), and optionally prune entries."""
+    import shutil
+
+    store = _store(ctx)
+    if not store.root.exists():
+        raise GbmiError(f"there is no store at {store.root}")
+    deleted = 0
+    for prefix in prefixes:
+        for key in list(store.keys(prefix.strip("/"))):
+            deleted += store.delete(key)
+    removed = store.collect_garbage(older_than_s=older_than)
+    dropped = 0
+    if drop_corrupt and (store.root / ".corrupt").exists():
+        for path in (store.root / ".corrupt").iterdir():
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            dropped += 1
+    click.echo(f"deleted {deleted} entries, removed {removed} unreferenced objects or temporary files, "
+               f"dropped {dropped} set-aside entries")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

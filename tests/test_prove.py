@@ -61,3 +61,27 @@ def test_presets_and_bad_config(majority_registry):
         majority_registry.make_config("majority", preset="six-bits")
     with pytest.raises(gbmi_core.ConfigError, match="n_bits"):
         majority_registry.make_config("majority", overrides={"n_bits": 4})
+
+
+class _GreedyPlugin:
+    """A strategy whose verification asks the allocator for 4 TB: a real out-of-memory failure."""
+
+    @gbmi_core.hookimpl
+    def gbmi_proof_strategies(self):
+        def verify(model, certificate):
+            import torch
+
+            torch.empty(2**40)
+
+        return [gbmi_core.StrategySpec(task="majority", name="greedy", summary="Allocates far too much.",
+                                       complexity="O(1)", verify=verify)]
+
+
+def test_an_allocator_failure_becomes_a_memory_refusal_naming_the_strategy(example_plugin_module):
+    import torch
+
+    registry = gbmi_core.get_registry(load_entrypoints=False,
+                                      plugins=[("majority", example_plugin_module), ("greedy", _GreedyPlugin())])
+    with pytest.raises(gbmi_core.MemoryRefused, match=r"verification of majority/greedy ran out of memory \(the "
+                                                      r"budget is .*\)"):
+        registry.strategy("majority", "greedy").prove(torch.nn.Linear(3, 2))

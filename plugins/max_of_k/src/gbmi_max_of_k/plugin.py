@@ -121,7 +121,7 @@ def gbmi_proof_strategies():
                      unexplained_dimension=_dimension_brute_force, family="brute-force"),
         StrategySpec(task=TASK, name="cubic",
                      summary="Extreme-attention and largest-wrong-logit tables over (q, m, k, c), then counting.",
-                     complexity="O(V^3 K^2)", verify=_verify_cubic, unexplained_dimension=_dimension_cubic,
+                     complexity="O(V^3 log V + V^2 K log V)", verify=_verify_cubic, unexplained_dimension=_dimension_cubic,
                      family="cubic"),
     ]
     return strategies + strategy_specs(TASK, _search_subcubic, _verify_subcubic)
