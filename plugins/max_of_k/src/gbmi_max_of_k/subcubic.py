@@ -127,12 +127,12 @@ def search(model, options: SubcubicOptions) -> dict:
     V, n = P.V, P.n
     chunk = _cell_chunk(V, n, "subcubic proof search")
     if options.attention != "mean_query+diff":
-        return {"min_gap": _smallest_proving_gaps(parts, None, chunk).to(torch.int16).numpy(), **directions}
+        return {"min_gap": _smallest_proving_gaps(parts, None, chunk)[0].to(torch.int16).numpy(), **directions}
     best_gain = best_G = best_abar = None
     for value in MEAN_ATTENTION_CANDIDATES:
         abar = torch.full((V, n), value, dtype=torch.float64)
-        G = _smallest_proving_gaps(parts, abar, chunk)
-        gain = _proved_per_column(_proved(parts, G, abar, chunk), G, n)  # [m, c]
+        G, proved = _smallest_proving_gaps(parts, abar, chunk)
+        gain = _proved_per_column(proved, G, n)  # [m, c]
         if best_gain is None:
             best_gain, best_G, best_abar = gain, G, abar
             continue
@@ -165,28 +165,43 @@ def _gap_limit(q: torch.Tensor, m: torch.Tensor, c: torch.Tensor) -> torch.Tenso
     return torch.where(c == 0, torch.zeros_like(limit), limit)
 
 
-def _smallest_proving_gaps(parts: _Parts, abar, chunk: int) -> torch.Tensor:
-    """Per cell, the smallest gap in ``1 .. limit`` that proves it, else 1 (binary search; see :func:`search`).
+def _smallest_proving_gaps(parts: _Parts, abar, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per cell, the smallest gap in ``1 .. limit`` that proves it, else 1 (binary search; see :func:`search`),
+    and whether one does.
 
-    Only the cells still searching are evaluated at each step (cells with ``q > m`` or ``c = 0`` never are)."""
+    Cells with ``q > m`` or ``c = 0`` are never evaluated; the gap-independent terms of the others are
+    computed once (:func:`_cell_terms`), and the cells still searching are compacted once they are fewer
+    than half of those evaluated."""
     V, n = parts.P.V, parts.P.n
     base = _base(parts, abar)
     q, m, c = (axis.reshape(-1) for axis in torch.meshgrid(torch.arange(V), torch.arange(V), torch.arange(n),
                                                            indexing="ij"))
     G = torch.ones(V * V * n, dtype=torch.int64)
+    proved_at_G = torch.zeros(V * V * n, dtype=torch.bool)
     limit = _gap_limit(q, m, c)
-    searching = (limit > 0).nonzero().squeeze(1)
-    lo, hi = torch.ones_like(searching), limit[searching] + 1  # hi: the smallest gap known to prove; limit+1: none
-    while len(searching):
-        mid = (lo + hi) // 2
-        proved = _proved_cells(parts, q[searching], m[searching], c[searching], mid, base, chunk)
-        hi = torch.where(proved, mid, hi)
-        lo = torch.where(proved, lo, mid + 1)
-        done = lo >= hi
-        found = done & (hi <= limit[searching])
-        G[searching[found]] = hi[found]
-        searching, lo, hi = searching[~done], lo[~done], hi[~done]
-    return G.reshape(V, V, n)
+    for start in range(0, V * V * n, chunk):
+        cells = start + (limit[start : start + chunk] > 0).nonzero().squeeze(1)
+        terms = _cell_terms(parts, q[cells], m[cells], c[cells], base)
+        top = limit[cells]
+        lo, hi = torch.ones_like(cells), top + 1  # hi: the smallest gap known to prove; top + 1: none known
+
+        def record(where):
+            found = where & (hi <= top)
+            G[cells[found]] = hi[found]
+            proved_at_G[cells[found]] = True
+
+        while bool((active := lo < hi).any()):
+            if 2 * int(active.sum()) < len(cells):
+                record(~active)
+                cells, lo, hi, top, terms = cells[active], lo[active], hi[active], top[active], terms.select(active)
+                continue
+            mid = (lo + hi) // 2
+            R, valid = _cell_R(parts, terms, mid)
+            proved = valid & R.certainly_negative() & active
+            hi = torch.where(proved, mid, hi)
+            lo = torch.where(proved | ~active, lo, mid + 1)
+        record(torch.ones_like(active))
+    return G.reshape(V, V, n), proved_at_G.reshape(V, V, n)
 
 
 def _proved_cells(parts: _Parts, q, m, c, G, base, chunk: int) -> torch.Tensor:
@@ -194,7 +209,7 @@ def _proved_cells(parts: _Parts, q, m, c, G, base, chunk: int) -> torch.Tensor:
     out = torch.zeros(len(q), dtype=torch.bool)
     for start in range(0, len(q), chunk):
         part = slice(start, start + chunk)
-        R, valid = _cell_bounds(parts, q[part], m[part], c[part], G[part], base)
+        R, valid = _cell_R(parts, _cell_terms(parts, q[part], m[part], c[part], base), G[part])
         out[part] = valid & R.certainly_negative()
     return out
 
@@ -485,17 +500,71 @@ def _valid(q, m, c, G) -> torch.Tensor:
 def _attention_bounds(parts: _Parts, G: torch.Tensor, q, m, c, is_q, valid):
     """``(amin, amax)``: bounds on the total attention on the max token's slots of the cells ``(q, m, c)``
     with gaps ``G`` (index tensors that broadcast together: grids, or flat lists of cells)."""
-    approx, err, s = parts.approx, parts.err, parts.P.attn_scale
-    j = (m - G).clamp(min=0)  # largest allowed non-max token
-    diag = approx[q, m]
-    gap_min = diag - parts.prefix_max[q, j] - err[q]
-    gap_max = diag - parts.prefix_min[q, j] + err[q]
-    kind = is_q.long()
-    lmax, lnon = parts.log_max[:, kind, q, c], parts.log_non[:, kind, q, c]  # [ρ, *cells]
-    # a = sigmoid(log X + gap/s - log Y); no non-max slot (lnon = -inf) gives 1.
-    amin = (lmax[0] + gap_min / s - lnon[0]).sigmoid()
-    amax = (lmax[1] + gap_max / s - lnon[1]).sigmoid()
+    amin, amax = _attention(parts, _cell_terms(parts, q, m, c, None), (m - G).clamp(min=0))
     return Interval.where(valid, amin, float("nan")), Interval.where(valid, amax, float("nan"))
+
+
+def _attention(parts: _Parts, t: "_CellTerms", j: torch.Tensor) -> tuple[Interval, Interval]:
+    """``(amin, amax)`` of the cells ``t`` when every non-max token is at most ``j``: the gap of the max
+    token's score over the others' is at least ``approx[q,m] - max_{k<=j} approx[q,k] - err[q]`` and at most
+    ``approx[q,m] - min_{k<=j} approx[q,k] + err[q]``; a = sigmoid(log X + gap/s - log Y) for the max slots'
+    and the other slots' positional weights X, Y (no other slot: lnon = -inf gives 1)."""
+    s = parts.P.attn_scale
+    gap_min = t.diag - parts.prefix_max[t.q, j] - t.err
+    gap_max = t.diag - parts.prefix_min[t.q, j] + t.err
+    return (t.lmax[0] + gap_min / s - t.lnon[0]).sigmoid(), (t.lmax[1] + gap_max / s - t.lnon[1]).sigmoid()
+
+
+@attrs.frozen
+class _CellTerms:
+    """What the bound of a cell ``(q, m, c)`` needs that does not depend on its gap (broadcastable index
+    tensors, or flat lists of cells; ``ρ`` first in ``lmax``/``lnon``)."""
+
+    q: torch.Tensor
+    m: torch.Tensor
+    c: torch.Tensor
+    diag: Interval  # approx[q, m]
+    err: Interval  # err[q]
+    lmax: Interval  # [ρ, ...]: log positional weight of the max slots
+    lnon: Interval  # [ρ, ...]: ... of the other slots
+    abar: torch.Tensor | None  # ā[m, c]
+    base: Interval | None  # max_{x≠m} (Lx[m,x] + ā r[m,x]) + Uq[q]
+
+    def select(self, keep: torch.Tensor) -> "_CellTerms":
+        """The terms of the flat cells where ``keep`` holds."""
+        return _CellTerms(*(None if v is None else v[keep] if isinstance(v, torch.Tensor) else v[..., keep]
+                            for v in attrs.astuple(self, recurse=False)))
+
+
+def _cell_terms(parts: _Parts, q, m, c, base) -> _CellTerms:
+    kind = (q == m).long()
+    lmax, lnon = parts.log_max[:, kind, q, c], parts.log_non[:, kind, q, c]
+    if base is None:
+        return _CellTerms(q, m, c, parts.approx[q, m], parts.err[q], lmax, lnon, None, None)
+    abar_table, base_table = base
+    return _CellTerms(q, m, c, parts.approx[q, m], parts.err[q], lmax, lnon, abar_table[m, c],
+                      base_table[m, c] + parts.Uq[q])
+
+
+def _cell_R(parts: _Parts, t: _CellTerms, G: torch.Tensor) -> tuple[Interval, torch.Tensor]:
+    """``(R, valid)`` for the cells ``t`` with gaps ``G``: bounds on ``max_{x≠m} logit[x] - logit[m]``
+    (intervals, NaN outside ``valid``)."""
+    q, m, c = t.q, t.m, t.c
+    valid = _valid(q, m, c, G)
+    j = (m - G).clamp(min=0)  # largest allowed non-max token
+    amin, amax = _attention(parts, t, j)
+    W = parts.spread_prefix[j]  # the worst non-max OV spread in the cell
+    abar, Rmax, Rmin = t.abar, parts.Rmax[m], parts.Rmin[m]
+
+    def h(a):  # the worst of (a - ā)(r[x] - W) over x: convex in a, so both ends of [amin, amax] bound it
+        delta = a - abar
+        if _REFERENCE_NOTE_3:  # the research code's rule, unsound when delta < 0: tests show it overcounts
+            return delta * (Rmax - W)
+        return (delta * (Rmax - W)).maximum(delta * (Rmin - W))
+
+    R = t.base + W * (1 - Interval.exact(abar, W.certified)) + h(amin).maximum(h(amax))
+    R = Interval.where((q == m) & (c == 0), parts.only_max[m], R)
+    return Interval.where(valid, R, float("nan")), valid
 
 
 def _extreme_r(parts: _Parts) -> tuple[Interval, Interval]:
@@ -519,26 +588,6 @@ def _base(parts: _Parts, abar: torch.Tensor | None) -> tuple[torch.Tensor, Inter
     return abar, Interval.cat(rows, dim=0)
 
 
-def _cell_bounds(parts: _Parts, q, m, c, G, base) -> tuple[Interval, torch.Tensor]:
-    """``(R, valid)`` for the cells ``(q, m, c)`` with gaps ``G``: bounds on ``max_{x≠m} logit[x] - logit[m]``
-    (intervals, NaN outside ``valid``); ``base`` from :func:`_base`."""
-    is_q, valid = q == m, _valid(q, m, c, G)
-    amin, amax = _attention_bounds(parts, G, q, m, c, is_q, valid)
-    W = parts.spread_prefix[(m - G).clamp(min=0)]  # the worst non-max OV spread in the cell
-    abar_table, base_table = base
-    abar, Rmax, Rmin = abar_table[m, c], parts.Rmax[m], parts.Rmin[m]
-
-    def h(a):  # the worst of (a - ā)(r[x] - W) over x: convex in a, so both ends of [amin, amax] bound it
-        delta = a - abar
-        if _REFERENCE_NOTE_3:  # the research code's rule, unsound when delta < 0: tests show it overcounts
-            return delta * (Rmax - W)
-        return (delta * (Rmax - W)).maximum(delta * (Rmin - W))
-
-    R = base_table[m, c] + W * (1 - Interval.exact(abar, W.certified)) + parts.Uq[q] + h(amin).maximum(h(amax))
-    R = Interval.where(is_q & (c == 0), parts.only_max[m], R)
-    return Interval.where(valid, R, float("nan")), valid
-
-
 def _largest_wrong_logit(parts: _Parts, G: torch.Tensor, abar: torch.Tensor | None = None):
     """``(R [q, m, c], valid)`` over every cell at once (tests use it; verification goes in chunks).
 
@@ -546,7 +595,7 @@ def _largest_wrong_logit(parts: _Parts, G: torch.Tensor, abar: torch.Tensor | No
     if abar is None and parts.options.attention == "mean_query+diff":
         abar = _mean_attention(parts, G)
     q, m, c, _, _ = _cells(parts.P.V, parts.P.n, G)
-    return _cell_bounds(parts, q, m, c, G, _base(parts, abar))
+    return _cell_R(parts, _cell_terms(parts, q, m, c, _base(parts, abar)), G)
 
 
 def count_proved(R: Interval, G: torch.Tensor, n: int) -> int:
