@@ -10,16 +10,17 @@ from .errors import (CertificateRejected, ConfigError, CorruptEntry, DuplicateNa
 from .bundle import CheckResult, check
 from .hookspecs import PROJECT_NAME
 from .memory import memory_budget
-from .records import Bound, Certificate, ModelSpec, ProofResult, StrategySpec, TaskSpec, TrainedModel, TrainerSpec
+from .records import Bound, Certificate, FigureSpec, ModelSpec, ProofResult, StrategySpec, TaskSpec, TrainedModel, TrainerSpec
 from .registry import Registry, Strategy, get_registry
+from .results import results_frame
 from .store import Store, default_store_path
 
 #: The marker plugins put on their hook implementations: ``@gbmi_core.hookimpl``.
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
-    "Bound", "Certificate", "CertificateRejected", "CheckResult", "check", "ConfigError", "CorruptEntry", "DuplicateName", "GbmiError", "MemoryRefused", "memory_budget",
+    "Bound", "Certificate", "FigureSpec", "CertificateRejected", "CheckResult", "check", "ConfigError", "CorruptEntry", "DuplicateName", "GbmiError", "MemoryRefused", "memory_budget",
     "ModelRefused", "ModelSpec", "PluginLoadError", "ProofResult", "Registry", "Store", "StoreError", "Strategy",
     "StrategySpec", "TaskSpec", "TooLarge", "TrainedModel", "TrainerSpec", "UnknownName", "default_store_path",
-    "get_registry", "hookimpl",
+    "get_registry", "hookimpl", "results_frame",
 ]

@@ -60,8 +60,11 @@ def _versions(distribution: str | None) -> dict[str, str]:
     return versions
 
 
-def write_bundle(directory, strategy, model, config, certificate, result) -> pathlib.Path:
-    """Write one proof as ``DIRECTORY/<strategy>.gbmi-proof.npz`` (written whole, then renamed into place)."""
+def write_bundle(directory, strategy, model, config, certificate, result, *, architecture=None) -> pathlib.Path:
+    """Write one proof as ``DIRECTORY/<strategy>.gbmi-proof.npz`` (written whole, then renamed into place).
+
+    ``architecture``: for an imported model, the HookedTransformerConfig fields it is rebuilt from (its
+    task's ``build_model(config)`` may not reproduce it)."""
     from .models import model_weights
 
     directory = pathlib.Path(directory)
@@ -82,6 +85,8 @@ def write_bundle(directory, strategy, model, config, certificate, result) -> pat
                     "flops": result.flops},
         "versions": _versions(plugin_info.distribution if plugin_info else None),
     }
+    if architecture is not None:
+        header["architecture"] = architecture
     arrays = {f"weights/{name}": value for name, value in weights.items()}
     arrays.update({f"certificate/{name}": np.asarray(value) for name, value in certificate.arrays.items()})
     path = directory / f"{strategy.name}{SUFFIX}"
@@ -133,8 +138,14 @@ def check(bundle, registry=None) -> CheckResult:
     if certificate_hash(arrays, attributes) != header["certificate_hash"]:
         return disagree(f"the certificate was changed: it hashes to {certificate_hash(arrays, attributes)}, "
                         f"the bundle records {header['certificate_hash']}")
-    config = structure(task.config_type, header["config"])
-    model = load_weights(task.build_model(config), weights)
+    if "architecture" in header:  # an imported model
+        import torch
+
+        from .imports import build_hooked_transformer
+
+        model = build_hooked_transformer(header["architecture"], {k: torch.from_numpy(v) for k, v in weights.items()})
+    else:
+        model = load_weights(task.build_model(structure(task.config_type, header["config"])), weights)
     if task.check_model is not None:
         task.check_model(model)
     certificate = Certificate(strategy.name, header["model_hash"], arrays, attributes)

@@ -157,6 +157,16 @@ def _config_options(function):
     return function
 
 
+def _model_file_options(function):
+    function = click.option("--allow-pickle", is_flag=True,
+                            help="Accept a whole pickled module in a .pt file (runs code from the file: only for "
+                                 "files you trust).")(function)
+    function = click.option("--model-config", "model_config", type=click.Path(dir_okay=False), default=None,
+                            help="A side-car JSON of HookedTransformerConfig fields (default: FILE.json beside the "
+                                 "model, else inferred from the weights).")(function)
+    return function
+
+
 def _make_config(registry, task, seed, preset, config_file, assignments):
     from .config import parse_assignment
 
@@ -205,9 +215,17 @@ def _select_strategies(registry, task, patterns):
     return chosen
 
 
-def format_results(results) -> str:
-    rows = [[r.strategy, f"{r.accuracy_lower_bound:.4f}", f"{r.correct_count}/{r.total_count}", f"{r.flops:.3g}",
-             "-" if r.unexplained_dimension is None else str(r.unexplained_dimension), f"{r.seconds:.2f}",
+def _count(value: int) -> str:
+    """An exact count, or 4 significant digits once it would take more than 12 (512^20 has 55)."""
+    return str(value) if value < 10**12 else f"{value:.4g}"
+
+
+def format_results(results, names=None) -> str:
+    """The prove table; ``names`` maps strategy names to the names shown (e.g. their short names)."""
+    names = names or {}
+    rows = [[names.get(r.strategy, r.strategy), f"{r.accuracy_lower_bound:.4f}",
+             f"{_count(r.correct_count)}/{_count(r.total_count)}", f"{r.flops:.3g}",
+             "-" if r.unexplained_dimension is None else f"{r.unexplained_dimension:.4g}", f"{r.seconds:.2f}",
              "yes" if r.certified else "NO"]
             for r in results]
     return _table(rows, ["strategy", "bound", "correct/total", "FLOPs", "unexpl. dim", "seconds", "certified"],
@@ -250,24 +268,43 @@ def check_cmd(ctx, bundles):
 @click.option("--strategy", "patterns", multiple=True, default=("all",), show_default=True,
               help="A strategy name, a glob, or 'all'; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--wide", is_flag=True, help="Show full strategy names (the default table uses short names to fit 120 columns).")
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False), default=None,
               help="Also write one self-contained proof bundle per strategy into this folder (see `gbmi check`).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Prove this model file (a HookedTransformer state_dict: .pt, .safetensors or .npz) instead of "
+                   "training or loading one of ours.")
+@_model_file_options
 @click.pass_context
-def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_json, bundle_dir):
-    """Prove lower bounds on the accuracy of TASK's model (loaded, or trained when absent).
+def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_json, wide, bundle_dir, model_path,
+              model_config, allow_pickle):
+    """Prove lower bounds on the accuracy of TASK's model (loaded, or trained when absent), or of the model
+    in a file (--model).
 
     Every bound a certified strategy reports holds in exact arithmetic: rounding is accounted for.
     """
-    from tqdm import tqdm
+    from .progress import progress as reporter
 
     registry = _registry(ctx)
     strategies = _select_strategies(registry, task, patterns)
-    config = _make_config(registry, task, seed, preset, config_file, assignments)
+    config = None if model_path else _make_config(registry, task, seed, preset, config_file, assignments)
     store = _store(ctx)
-    model, _ = registry.train_or_load(task, config, store)
+    architecture = None  # how to rebuild an imported model (for bundles)
+    if model_path is not None:
+        from .imports import architecture_of, import_model
+
+        if seed is not None or preset or config_file or assignments:
+            raise GbmiError("--model proves the model in the file: drop --seed, --preset, --config and --set")
+        model, _, _ = import_model(registry, task, model_path, store, config_path=model_config,
+                                   allow_pickle=allow_pickle)
+        spec = registry.task(task)
+        config = spec.config_from_model(model) if spec.config_from_model else None
+        architecture = architecture_of(model)
+    else:
+        model, _ = registry.train_or_load(task, config, store)
     results = []
-    bar = tqdm(strategies, desc="proving", unit="strategy", file=sys.stderr, disable=len(strategies) < 2 or None)
-    for strategy in bar:
+    bar = reporter(len(strategies), "proving", "strategy", enabled=len(strategies) > 1)
+    for strategy in strategies:
         bar.set_postfix_str(strategy.name)
         try:
             results.append(strategy.prove(model, store))
@@ -276,16 +313,22 @@ def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_js
                 raise
             click.echo(f"refused: {strategy.name}: {error}", err=True)  # the others still run
             continue
+        finally:
+            bar.update(1)
         if bundle_dir:  # the certificate prove just searched (or found) is in the store: no second search
             from .bundle import write_bundle
 
             certificate = strategy.search(model, model_hash=results[-1].model_hash, store=store)
-            write_bundle(bundle_dir, strategy, model, config, certificate, results[-1])
+            write_bundle(bundle_dir, strategy, model, config, certificate, results[-1], architecture=architecture)
+    bar.close()
     results.sort(key=lambda r: (r.flops, r.strategy))
     if as_json:
         _echo_json([r.to_dict() for r in results])
     else:
-        click.echo(format_results(results))
+        short = {} if wide else {s.name: s.spec.display_name for s in strategies}
+        click.echo(format_results(results, short))
+        if any(short.get(r.strategy, r.strategy) != r.strategy for r in results):
+            click.echo("(short names; `gbmi list-strategies` or `--wide` gives the full ones)", err=True)
 
 
 def _split_patterns(values) -> list[str]:
@@ -304,8 +347,12 @@ def _split_patterns(values) -> list[str]:
               help="Local worker processes (default: one per CPU; 1 runs in this process).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Start a Dask LocalCluster with N workers.")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT", help="Send the work to an existing Dask cluster.")
+@click.option("--models", "model_globs", multiple=True, metavar="GLOB",
+              help="Prove these model files (imported first; see `gbmi import-model`) instead of seeds; repeatable.")
+@_model_file_options
 @click.pass_context
-def sweep_cmd(ctx, task, seeds, patterns, preset, config_file, assignments, jobs, workers, scheduler):
+def sweep_cmd(ctx, task, seeds, patterns, preset, config_file, assignments, jobs, workers, scheduler, model_globs,
+              model_config, allow_pickle):
     """Train-or-load TASK's model for every seed and run every chosen strategy, storing each result.
 
     Resumable: results already in the store are skipped, so a killed sweep is simply run again.
@@ -316,14 +363,29 @@ def sweep_cmd(ctx, task, seeds, patterns, preset, config_file, assignments, jobs
     registry = _registry(ctx)
     strategies = [s.name for s in _select_strategies(registry, task, _split_patterns(patterns))]
     overrides = dict(parse_assignment(a) for a in assignments)
-    configs = [registry.make_config(task, preset=preset, config_file=config_file, overrides={**overrides, "seed": seed})
-               for seed in parse_seeds(seeds)]
+    model_keys = []
+    if model_globs:
+        import glob
+
+        from .imports import import_model
+
+        files = sorted({path for pattern in model_globs for path in glob.glob(pattern)})
+        if not files:
+            raise GbmiError(f"no model file matches {', '.join(model_globs)}")
+        for path in files:
+            model_keys.append(import_model(registry, task, path, _store(ctx), config_path=model_config,
+                                           allow_pickle=allow_pickle)[1])
+        model_keys = list(dict.fromkeys(model_keys))  # two files with the same weights are one model
+        configs = []
+    else:
+        configs = [registry.make_config(task, preset=preset, config_file=config_file,
+                                        overrides={**overrides, "seed": seed}) for seed in parse_seeds(seeds)]
     if workers and scheduler:
         raise GbmiError("give --workers (start a local Dask cluster) or --scheduler (use one), not both")
     executor = "dask" if (workers or scheduler) else "processes"
     store = _store(ctx)
     summary = run_sweep(registry, task, configs, strategies, store, executor=executor, jobs=jobs,
-                        scheduler=scheduler, workers=workers)
+                        scheduler=scheduler, workers=workers, model_keys=model_keys)
     refused = f", {len(summary.refused)} refused as too large" if summary.refused else ""
     click.echo(f"{summary.models} models, {summary.pairs} (model, strategy) pairs: {summary.done} proved now, "
                f"{summary.skipped} already stored{refused}, {len(summary.failed)} failed; {summary.seconds:.1f} s; "
@@ -381,6 +443,95 @@ def report_cmd(ctx, task, presets, config_file, assignments, fmt, plot_path):
                 target = target.with_name(f"{target.stem}-{name}{target.suffix}")
             for path in plot(rows, summary, target, title=f"{task}{'' if name is None else ' ' + name}: "):
                 click.echo(f"wrote {path}", err=True)
+
+
+@main.command("import-model")
+@click.argument("task")
+@click.argument("path", type=click.Path(dir_okay=False))
+@_model_file_options
+@click.pass_context
+def import_model_cmd(ctx, task, path, model_config, allow_pickle):
+    """Check a model file against TASK and add it to the store (under its weights' hash)."""
+    from .imports import import_model
+
+    registry = _registry(ctx)
+    store = _store(ctx)
+    _, key, digest = import_model(registry, task, path, store, config_path=model_config, allow_pickle=allow_pickle)
+    click.echo(f"task {task}  model {digest}  key {key}  store {store.root}")
+
+
+@main.command("explain")
+@click.argument("task")
+@_config_options
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Draw this model file instead of training or loading one of ours.")
+@_model_file_options
+@click.option("--strategy", default=None, help="Also draw the figures about this strategy's proof.")
+@click.option("--figure", "names", multiple=True, help="Only this figure (repeatable; default: all).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for the figures.")
+@click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True)
+@click.pass_context
+def explain_cmd(ctx, task, seed, preset, config_file, assignments, model_path, model_config, allow_pickle,
+                strategy, names, out_dir, fmt):
+    """Draw the pictures of TASK's mechanism for a model (the figures its plugins provide) into --out."""
+    import pathlib
+
+    registry = _registry(ctx)
+    store = _store(ctx)
+    if model_path is not None:
+        from .imports import import_model
+
+        model = import_model(registry, task, model_path, store, config_path=model_config, allow_pickle=allow_pickle)[0]
+    else:
+        model, _ = registry.train_or_load(task, _make_config(registry, task, seed, preset, config_file, assignments),
+                                          store)
+    if not registry.figures(task):
+        raise GbmiError(f"no plugin draws figures for task {task!r}")
+    figures = registry.explain(task, model, strategy=strategy, names=names or None)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, figure in figures.items():
+        path = out / f"{name}.{fmt}"
+        figure.savefig(path, dpi=110)
+        click.echo(str(path))
+    skipped = [f.name for f in registry.figures(task) if f.needs_strategy and f.name not in figures]
+    if skipped and strategy is None:
+        click.echo(f"(figures about a proof need --strategy: {', '.join(skipped)})", err=True)
+
+
+@main.command("results")
+@click.argument("task")
+@click.option("--preset", default=None, help="Only models of this preset's config (any seed).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Only models of this config (any seed).")
+@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
+              help="Only models of the default config with this field changed (any seed); repeatable.")
+@click.option("--model-hash", default=None, help="Only this model (a prefix of its hash is enough).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "parquet"]), default="csv", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write here instead of standard output (required for parquet).")
+@click.pass_context
+def results_cmd(ctx, task, preset, config_file, assignments, model_hash, fmt, output):
+    """Every stored result of TASK as one table: a row per (model, strategy), with its config, hashes,
+    bound, counts, FLOPs, unexplained dimension, seconds and certified flag (pandas reads it as is)."""
+    from .config import parse_assignment
+    from .results import result_rows, to_frame, write
+
+    registry = _registry(ctx)
+    config = None
+    if preset or config_file or assignments:
+        overrides = dict(parse_assignment(a) for a in assignments)
+        config = registry.make_config(task, preset=preset, config_file=config_file, overrides=overrides)
+    if fmt == "parquet" and output is None:
+        raise GbmiError("parquet is binary: give --output PATH")
+    store = _store(ctx)
+    rows = result_rows(registry, task, store, config=config, model_hash=model_hash)
+    if not rows:
+        raise GbmiError(f"the store at {store.root} holds no results for task {task!r} matching this selection")
+    data = write(to_frame(rows), fmt, output)
+    if output is None:
+        click.echo(data, nl=False)
+    else:
+        click.echo(f"wrote {len(rows)} rows to {output}", err=True)
 
 
 @main.group("store")

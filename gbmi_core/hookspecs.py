@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .records import ModelSpec, StrategySpec, TaskSpec, TrainerSpec
+    from .records import FigureSpec, ModelSpec, StrategySpec, TaskSpec, TrainerSpec
 
 PROJECT_NAME = "gbmi"
 
@@ -133,4 +133,35 @@ def gbmi_proof_strategies() -> Iterable["StrategySpec"]:
                                  complexity="O(2^n n)", verify=verify)]
 
     .. versionadded:: 0.1
+    """
+
+
+@_spec
+def gbmi_figures() -> Iterable["FigureSpec"]:
+    """Return the figures this plugin draws of a task's model: pictures of the mechanism a proof rests on.
+
+    ``FigureSpec.draw(model, strategy=None)`` returns a matplotlib ``Figure``; figures about a proof
+    (``needs_strategy=True``) receive the registry's :class:`~gbmi_core.Strategy` and may call its
+    ``search(model)`` for the certificate.  ``gbmi explain TASK --out DIR`` writes them all as files;
+    ``registry.explain(task, model)`` returns them, so a notebook shows them inline.  ``(task, name)``
+    pairs are unique across plugins.
+
+    **Example**::
+
+        from gbmi_core import FigureSpec, hookimpl
+
+        def draw_weights(model, strategy=None):
+            import matplotlib.figure
+            figure = matplotlib.figure.Figure(figsize=(4, 3))
+            axes = figure.subplots()
+            axes.imshow(model.weight.detach().numpy(), cmap="RdBu")
+            axes.set_title("weights (output x input bit)")
+            return figure
+
+        @hookimpl
+        def gbmi_figures():
+            return [FigureSpec(task="parity", name="weights", summary="The linear layer's weights.",
+                               draw=draw_weights)]
+
+    .. versionadded:: 0.2
     """

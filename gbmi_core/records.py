@@ -141,6 +141,35 @@ class StrategySpec:
     unexplained_dimension: Callable[[Any], int] | None = None
     family: str = ""
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda d: dict(d))
+    short_name: str = attrs.field(default="", validator=lambda i, a, v: v == "" or _check_short(i, a, v))
+
+    @property
+    def display_name(self) -> str:
+        """The name tables show by default: ``short_name`` when given, else ``name``."""
+        return self.short_name or self.name
+
+
+SHORT_NAME_LIMIT = 40
+
+
+def _check_short(instance, attribute, value):
+    _check_name(instance, attribute, value)
+    if len(value) > SHORT_NAME_LIMIT:
+        raise ValueError(f"{type(instance).__name__}.short_name must be at most {SHORT_NAME_LIMIT} characters, "
+                         f"got {value!r}")
+
+
+@attrs.frozen
+class FigureSpec:
+    """A picture of a task's model: ``draw(model, strategy=None) -> matplotlib.figure.Figure``.
+
+    ``needs_strategy``: the figure is about one proof (it gets the :class:`~gbmi_core.Strategy`)."""
+
+    task: str = attrs.field(validator=_check_name)
+    name: str = attrs.field(validator=_check_name)
+    summary: str = attrs.field(validator=_check_summary)
+    draw: Callable[..., Any]
+    needs_strategy: bool = False
 
 
 @attrs.frozen

@@ -20,7 +20,8 @@ import attrs
 from . import config as config_mod
 from .errors import CertificateRejected, CorruptEntry, DuplicateName, GbmiError, UnknownName
 from .plugins import GbmiPluginManager, PluginInfo, get_plugin_manager
-from .records import Bound, Certificate, ModelSpec, ProofResult, StrategySpec, TaskSpec, TrainerSpec, TrainedModel
+from .records import (Bound, Certificate, FigureSpec, ModelSpec, ProofResult, StrategySpec, TaskSpec, TrainedModel,
+                      TrainerSpec)
 
 
 def _unknown(kind: str, name: str, known: Iterable[str], where: str = "") -> UnknownName:
@@ -170,6 +171,7 @@ class Registry:
         self._models: dict[tuple[str, str], tuple[ModelSpec, str]] = {}
         self._trainers: dict[str, tuple[TrainerSpec, str]] = {}
         self._strategies: dict[tuple[str, str], tuple[StrategySpec, str]] = {}
+        self._figures: dict[tuple[str, str], tuple[FigureSpec, str]] = {}
         self._collect()
 
     # -- building ----------------------------------------------------------------------------------
@@ -208,6 +210,8 @@ class Registry:
             add(self._trainers, record.task, record, plugin, "trainer for task")
         for record, plugin in self._results("gbmi_proof_strategies", StrategySpec):
             add(self._strategies, (record.task, record.name), record, plugin, "strategy")
+        for record, plugin in self._results("gbmi_figures", FigureSpec):
+            add(self._figures, (record.task, record.name), record, plugin, "figure")
 
     # -- queries -----------------------------------------------------------------------------------
     def plugins(self) -> list[PluginInfo]:
@@ -223,7 +227,7 @@ class Registry:
             raise _unknown("task", name, self._tasks) from None
 
     def provider(self, kind: str, *key: str) -> str:
-        table = {"task": self._tasks, "strategy": self._strategies, "model": self._models,
+        table = {"task": self._tasks, "strategy": self._strategies, "model": self._models, "figure": self._figures,
                  "trainer": self._trainers}[kind]
         return table[key[0] if len(key) == 1 else key][1]
 
@@ -252,6 +256,29 @@ class Registry:
             raise _unknown("strategy", name, known, f" for task {task!r}") from None
         return Strategy(spec, plugin, self)
 
+    def figures(self, task: str | None = None) -> list[FigureSpec]:
+        if task is not None:
+            self.task(task)
+        return [spec for (t, _), (spec, _) in sorted(self._figures.items()) if task is None or t == task]
+
+    def explain(self, task: str, model: Any, *, strategy: str | None = None, names=None) -> dict:
+        """The task's figures of ``model`` (matplotlib figures by name).  Figures about a proof are drawn for
+        ``strategy`` (a name) and skipped without one; ``names`` picks some figures only."""
+        spec = self.task(task)
+        if spec.check_model is not None:
+            spec.check_model(model)
+        chosen = self.strategy(task, strategy) if strategy is not None else None
+        known = {f.name: f for f in self.figures(task)}
+        for name in names or ():
+            if name not in known:
+                raise _unknown("figure", name, known, f" for task {task!r}")
+        figures = {}
+        for name, figure in known.items():
+            if (names and name not in names) or (figure.needs_strategy and chosen is None):
+                continue
+            figures[name] = figure.draw(model, strategy=chosen) if figure.needs_strategy else figure.draw(model)
+        return figures
+
     # -- configs and models --------------------------------------------------------------------------
     def make_config(self, task: str, *, preset: str | None = None, config_file=None,
                     overrides: Mapping[str, Any] | None = None):
@@ -266,6 +293,18 @@ class Registry:
             data.update(config_mod.unstructure(config_mod.load_file(spec.config_type, config_file)))
         data.update(overrides or {})
         return config_mod.structure(spec.config_type, data)
+
+    def load_stored_model(self, task: str, key: str, store) -> Any:
+        """The model at store ``key``: trained (rebuilt from its config) or imported (from its architecture)."""
+        from .imports import model_from_imported
+        from .models import model_from_entry
+
+        entry = store.get(key)
+        if entry is None:
+            raise GbmiError(f"the store at {store.root} holds no model {key!r}")
+        if entry.attrs.get("imported"):
+            return model_from_imported(entry.attrs, entry.arrays, key)
+        return model_from_entry(self.task(task), entry.arrays, entry.attrs, key)[0]
 
     def train_or_load(self, task: str, config: Any, store=None, *, progress: bool = True,
                       retrain: bool = False) -> tuple[Any, Mapping[str, Any]]:

@@ -43,7 +43,7 @@ def collect(registry, task: str, store, config) -> list[Row]:
     rows: list[Row] = []
     for key in store.keys(f"models/{task}"):
         attributes = store.attrs(key)  # the weights are not needed here
-        if attributes is None:
+        if attributes is None or attributes.get("imported"):  # imported models: `gbmi results` lists them
             continue
         data = dict(attributes.get("config", {}))
         seed = data.pop("seed", None)

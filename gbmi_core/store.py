@@ -277,6 +277,13 @@ class Store:
                         found.append(pathlib.Path(item.path).relative_to(base).as_posix())
         return iter(sorted(found))
 
+    def children(self, prefix: str) -> list[str]:
+        """The names one level below ``prefix`` (sorted): ``children("results/max-of-k")`` lists model hashes."""
+        start = self.root / "entries" / pathlib.Path(*_check_key(prefix))
+        if start.is_symlink() or not start.is_dir():
+            return []
+        return sorted(name for name in os.listdir(start) if not name.startswith("."))
+
     def delete(self, key: str) -> bool:
         link = self._link(key)
         if not os.path.lexists(link):

@@ -38,6 +38,23 @@ def _worker_registry():
     return _REGISTRY
 
 
+def exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """Make this worker process exit as soon as ``parent_pid`` (the sweep that started it) is gone.
+
+    A sweep killed by any signal, SIGKILL included, cannot shut its pool down; a daemon thread that polls
+    the parent (``os.getppid()`` changes when it dies) ends the orphan within ``interval`` seconds."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:  # already orphaned
+        os._exit(1)
+    threading.Thread(target=watch, name="gbmi-exit-with-parent", daemon=True).start()
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch
@@ -59,16 +76,20 @@ def train_unit(task: str, config_data: dict, store_root: str, threads: int | Non
             "seconds": time.perf_counter() - start}
 
 
-def prove_unit(task: str, config_data: dict, store_root: str, strategies: Sequence[str],
-               threads: int | None = None) -> dict:
-    """Run some strategies on one (stored) model, storing each result as it completes."""
+def prove_unit(task: str, config_data: dict | None, store_root: str, strategies: Sequence[str],
+               threads: int | None = None, model_key: str | None = None) -> dict:
+    """Run some strategies on one (stored) model, storing each result as it completes.  The model is the
+    one of ``config_data`` or, for imported models, the one at ``model_key``."""
     from .store import Store
 
     _set_threads(threads)
     registry = _worker_registry()
     store = Store(store_root)
-    config = config_mod.structure(registry.task(task).config_type, config_data)
-    model, _ = registry.train_or_load(task, config, store, progress=False)
+    if model_key is not None:
+        model = registry.load_stored_model(task, model_key, store)
+    else:
+        config = config_mod.structure(registry.task(task).config_type, config_data)
+        model, _ = registry.train_or_load(task, config, store, progress=False)
     done, failed, refused = [], [], []
     for name in strategies:
         try:
@@ -91,7 +112,8 @@ class _Executor:
             self.pool = None
         elif kind == "processes":
             context = multiprocessing.get_context("spawn")  # torch and fork do not mix
-            self.pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+            self.pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                                                               initializer=exit_with_parent, initargs=(os.getpid(),))
             self.threads = max(1, (os.cpu_count() or 1) // jobs)
             self._closers.append(lambda: self.pool.shutdown(cancel_futures=True))
         elif kind == "dask":
@@ -108,6 +130,9 @@ class _Executor:
                                        host="127.0.0.1", dashboard_address=None)
                 self._closers.append(cluster.close)
                 self.pool = Client(cluster)
+                from ._dask import ExitWithParent
+
+                self.pool.register_plugin(ExitWithParent(os.getpid()))
             self._closers.insert(0, self.pool.close)
             self.threads = 1
             self.jobs = len(self.pool.scheduler_info().get("workers", {})) or (workers or 1)
@@ -147,7 +172,7 @@ class SweepSummary:
     pairs: int
     skipped: int
     done: int
-    failed: tuple[tuple[str, str, str], ...]  # (config hash, strategy, error)
+    failed: tuple[tuple[str, str, str], ...]  # (config hash or imported model, strategy, error)
     seconds: float
     refused: tuple[tuple[str, str, str], ...] = ()  # (config hash, strategy, reason): too large, not run
 
@@ -174,9 +199,12 @@ def parse_seeds(text: str) -> list[int]:
 
 def run_sweep(registry, task: str, configs: Iterable[Any], strategies: Sequence[str], store, *,
               executor: str = "processes", jobs: int | None = None, scheduler: str | None = None,
-              workers: int | None = None, progress: bool = True, chunk: int | None = None) -> SweepSummary:
-    """Train-or-load every config, then run every strategy on every model, skipping stored results."""
-    from tqdm import tqdm
+              workers: int | None = None, progress: bool = True, chunk: int | None = None,
+              model_keys: Sequence[str] = ()) -> SweepSummary:
+    """Train-or-load every config, then run every strategy on every model, skipping stored results.
+
+    ``model_keys``: store keys of imported models (``gbmi import-model``) to prove as well."""
+    from .progress import progress as reporter
 
     start = time.perf_counter()
     configs = list(configs)
@@ -195,7 +223,7 @@ def run_sweep(registry, task: str, configs: Iterable[Any], strategies: Sequence[
         data = [config_mod.unstructure(c) for c in configs]
         # Phase 1: models (one unit each, so no model is trained twice at once).
         hashes: dict[int, str] = {}
-        bar = tqdm(total=len(configs), desc="models", unit="model", disable=not progress or None)
+        bar = reporter(len(configs), "models", "model", enabled=progress)
         futures = {pool.submit(train_unit, task, d, root, pool.threads): i for i, d in enumerate(data)}
         for future in pool.as_completed(list(futures)):
             i = futures[future]
@@ -205,34 +233,41 @@ def run_sweep(registry, task: str, configs: Iterable[Any], strategies: Sequence[
                 failed.append((config_mod.content_hash(configs[i]), "(training)", f"{type(error).__name__}: {error}"))
             bar.update(1)
         bar.close()
-        # Phase 2: proofs, skipping what the store already holds.
+        # Phase 2: proofs, skipping what the store already holds.  Targets: (label, config data, model key, hash).
+        targets = [(config_mod.content_hash(configs[i]), data[i], None, h) for i, h in sorted(hashes.items())]
+        for key in model_keys:
+            attributes = store.attrs(key)
+            if attributes is None:
+                failed.append((key, "(loading)", f"the store holds no model {key!r}"))
+                continue
+            targets.append((key.rsplit("/", 1)[-1], None, key, attributes["model_hash"]))
         todo: list[tuple[int, list[str]]] = []
         skipped = 0
-        for i, model_hash in sorted(hashes.items()):
+        for t, (_, _, _, model_hash) in enumerate(targets):
             missing = [s for s in strategies if not store.exists(f"results/{task}/{model_hash}/{s}")]
             skipped += len(strategies) - len(missing)
             if missing:
-                todo.append((i, missing))
+                todo.append((t, missing))
         pending = sum(len(m) for _, m in todo)
         size = chunk or max(1, math.ceil(len(strategies) / 4))
-        units = [(i, missing[k : k + size]) for i, missing in todo for k in range(0, len(missing), size)]
-        bar = tqdm(total=pending, desc="proofs", unit="proof", disable=not progress or None)
-        futures = {pool.submit(prove_unit, task, data[i], root, names, pool.threads): (i, names)
-                   for i, names in units}
+        units = [(t, missing[k : k + size]) for t, missing in todo for k in range(0, len(missing), size)]
+        bar = reporter(pending, "proofs", "proof", enabled=progress)
+        futures = {pool.submit(prove_unit, task, targets[t][1], root, names, pool.threads, targets[t][2]): (t, names)
+                   for t, names in units}
         done = 0
         for future in pool.as_completed(list(futures)):
-            i, names = futures[future]
+            t, names = futures[future]
+            label = targets[t][0]
             try:
                 outcome = future.result()
                 done += len(outcome["done"])
-                failed.extend((config_mod.content_hash(configs[i]), n, e) for n, e in outcome["failed"])
-                refused.extend((config_mod.content_hash(configs[i]), n, e) for n, e in outcome["refused"])
+                failed.extend((label, n, e) for n, e in outcome["failed"])
+                refused.extend((label, n, e) for n, e in outcome["refused"])
             except Exception as error:  # noqa: BLE001 - a worker lost, say
-                failed.extend((config_mod.content_hash(configs[i]), n, f"{type(error).__name__}: {error}")
-                              for n in names)
+                failed.extend((label, n, f"{type(error).__name__}: {error}") for n in names)
             bar.update(len(names))
         bar.close()
     finally:
         pool.close()
-    return SweepSummary(models=len(hashes), pairs=len(configs) * len(strategies), skipped=skipped, done=done,
+    return SweepSummary(models=len(targets), pairs=len(targets) * len(strategies), skipped=skipped, done=done,
                         failed=tuple(failed), seconds=time.perf_counter() - start, refused=tuple(refused))

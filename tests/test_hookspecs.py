@@ -8,11 +8,11 @@ import pytest
 
 import gbmi_core
 from gbmi_core import hookspecs
-from gbmi_core.records import ModelSpec, StrategySpec, TaskSpec, TrainerSpec
+from gbmi_core.records import FigureSpec, ModelSpec, StrategySpec, TaskSpec, TrainerSpec
 
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("gbmi_"))
 RECORDS = {"gbmi_tasks": TaskSpec, "gbmi_models": ModelSpec, "gbmi_training": TrainerSpec,
-           "gbmi_proof_strategies": StrategySpec}
+           "gbmi_proof_strategies": StrategySpec, "gbmi_figures": FigureSpec}
 
 
 def example_of(hook: str) -> str:
@@ -27,7 +27,7 @@ def example_of(hook: str) -> str:
     return textwrap.dedent("\n".join(lines))
 
 
-def test_the_hooks_are_the_four_of_the_design():
+def test_the_hooks_are_the_five_of_the_design():
     assert HOOKS == sorted(RECORDS)
 
 
@@ -45,6 +45,11 @@ def test_every_hook_example_runs_as_a_plugin(hook):
 
         bound = records[0].verify(torch.nn.Linear(3, 2), None)
         assert bound.total_count == 8
+    if hook == "gbmi_figures":
+        import torch
+
+        figure = records[0].draw(torch.nn.Linear(3, 2))
+        assert figure.axes and figure.get_size_inches().tolist() == [4.0, 3.0]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -53,5 +58,6 @@ def test_the_template_plugin_implements_every_hook(hook, majority_registry, exam
     assert callable(getattr(example_plugin_module, hook, None)), hook
     found = {"gbmi_tasks": majority_registry.tasks(), "gbmi_models": majority_registry.models("majority"),
              "gbmi_training": [majority_registry.trainer("majority")],
-             "gbmi_proof_strategies": [s.spec for s in majority_registry.strategies("majority")]}[hook]
+             "gbmi_proof_strategies": [s.spec for s in majority_registry.strategies("majority")],
+             "gbmi_figures": majority_registry.figures("majority")}[hook]
     assert found and all(isinstance(record, RECORDS[hook]) for record in found)

@@ -10,7 +10,7 @@ import itertools
 
 import attrs
 
-from gbmi_core import Bound, ModelSpec, StrategySpec, TaskSpec, TrainedModel, TrainerSpec, hookimpl
+from gbmi_core import Bound, FigureSpec, ModelSpec, StrategySpec, TaskSpec, TrainedModel, TrainerSpec, hookimpl
 
 TASK = "majority"
 
@@ -104,3 +104,24 @@ def gbmi_proof_strategies():
     return [StrategySpec(task=TASK, name="enumerate", summary="Run the model on every input.",
                          complexity="O(2^n n)", verify=verify_enumerate,
                          unexplained_dimension=lambda model: 2 ** model.in_features)]
+
+
+def draw_weights(model, strategy=None):
+    """The mechanism, in one picture: each output's weight on each input bit (and its bias)."""
+    import matplotlib.figure
+
+    weights = model.weight.detach().numpy()
+    figure = matplotlib.figure.Figure(figsize=(4.5, 3))
+    axes = figure.subplots()
+    image = axes.imshow(weights, cmap="RdBu", vmin=-abs(weights).max(), vmax=abs(weights).max())
+    axes.set_xlabel("input bit")
+    axes.set_ylabel("output (0: minority, 1: majority)")
+    axes.set_title("weights; biases " + ", ".join(f"{b:.2f}" for b in model.bias.detach().tolist()))
+    figure.colorbar(image, ax=axes)
+    return figure
+
+
+@hookimpl
+def gbmi_figures():
+    return [FigureSpec(task=TASK, name="weights", summary="Each output's weight on each input bit.",
+                       draw=draw_weights)]

@@ -89,6 +89,60 @@ def test_a_killed_sweep_rerun_loses_and_duplicates_nothing(tmp_path):
         assert len(results(store)) == 24
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc (children, grandchildren, ...)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("how", [["--jobs", "2"], ["--workers", "2"]], ids=["process-pool", "dask"])
+def test_workers_exit_when_the_sweep_is_killed(tmp_path, how):
+    """SIGKILL a running sweep: its workers (a process pool, or a Dask LocalCluster) are gone within seconds."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GBMI_")}
+    proc = subprocess.Popen([GBMI, "--store", str(tmp_path / "s"), "sweep", "max-of-k", "--seeds", "0:8", *how,
+                             "--set", "steps=20000", "--set", "V=8", "--set", "K=3", "--set", "d_model=8",
+                             "--strategies", "cubic"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    workers: set[int] = set()
+    while time.time() < deadline and proc.poll() is None:  # wait until both workers are training
+        workers = {p for p in _descendants(proc.pid) if _alive(p)}
+        busy = [p for p in workers if "spawn_main" in open(f"/proc/{p}/cmdline").read() or "distributed" in
+                open(f"/proc/{p}/cmdline").read()]
+        if len(busy) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None and len(workers) >= 2, "the sweep did not start its workers"
+    time.sleep(3)  # inside the workers' work
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    survivors = [p for p in workers if _alive(p)]
+    for p in survivors:  # do not leave them behind for the rest of the suite
+        os.kill(p, signal.SIGKILL)
+    assert not survivors, f"workers outlived the killed sweep: {survivors}"
+
+
 def test_two_sweeps_on_one_store(tmp_path):
     store = Store(tmp_path / "s")
     procs = [_sweep_cli(store.root, "0:4"), _sweep_cli(store.root, "2:6")]

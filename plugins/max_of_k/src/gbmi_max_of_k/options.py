@@ -22,6 +22,17 @@ def _dash(value: str) -> str:
     return value.replace("_", "-")
 
 
+#: Abbreviations of the axis values for short names (tables 120 columns wide): ``sub:<eupu>/<attn>/<err>``.
+SHORT = {
+    "global_max_diff_exact": "gmdx", "max_diff_exact": "mdx", "mean_query+max_diff": "mq+md",
+    "svd_query+max_diff": "svdq+md", "max_diff": "md", "mean_query+diff": "mean", "svd": "svd",
+    "drop_average_query_per_output_logit_reasoning": "drop", "mean+max_diff": "mean+md",
+    "exact_EQKE+max_diff_exact": "exact+mdx", "max_diff_subproduct": "sub", "mean+max_diff_subproduct": "mean+sub",
+    "max_diff_subproduct_recursive": "rec", "mean+max_diff_subproduct_recursive": "mean+rec",
+    "mean_recursive+max_diff_subproduct_recursive": "meanrec+rec",
+}
+
+
 @attrs.frozen
 class SubcubicOptions:
     """One point of the subcubic family.  ``name`` is its strategy name.
@@ -39,6 +50,11 @@ class SubcubicOptions:
     @property
     def name(self) -> str:
         return f"subcubic--eupu-{_dash(self.eupu)}--attn-{_dash(self.attention)}--err-{_dash(self.attention_error)}"
+
+    @property
+    def short_name(self) -> str:
+        """``sub:<eupu>/<attn>/<err>`` with the abbreviations of :data:`SHORT` (``gbmi prove --wide``: full)."""
+        return f"sub:{SHORT[self.eupu]}/{SHORT[self.attention]}/{SHORT[self.attention_error]}"
 
     @property
     def family(self) -> str:
@@ -94,6 +110,7 @@ def strategy_specs(task: str, search, verify) -> list:
                                                                                    model.cfg.d_model),
             family=options.family,
             options=attrs.asdict(options),
+            short_name=options.short_name,
         )
         for options in ALL_OPTIONS
     ]

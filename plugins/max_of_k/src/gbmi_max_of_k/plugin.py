@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gbmi_core import ModelSpec, StrategySpec, TaskSpec, TrainerSpec, hookimpl
+from gbmi_core import FigureSpec, ModelSpec, StrategySpec, TaskSpec, TrainerSpec, hookimpl
 
 from . import TASK
 from .config import PRESETS, MaxOfKConfig
@@ -125,3 +125,31 @@ def gbmi_proof_strategies():
                      family="cubic"),
     ]
     return strategies + strategy_specs(TASK, _search_subcubic, _verify_subcubic)
+
+
+_FIGURE_SUMMARIES = {
+    "eqke": "EQKE heatmap: query token x key token attention scores.",
+    "eqkp": "EQKP heatmap: query token x key position attention scores.",
+    "eqke-svd": "EQKE's singular values and its rank-one size direction.",
+    "evou": "EVOU heatmap: the copying diagonal of the OV circuit.",
+    "pvou": "PVOU heatmap: what attending to each position contributes.",
+    "eupu": "EUPU heatmap: the direct path from query token to logits.",
+    "proof-map": "For a cubic or subcubic strategy: the share of each (query, max) pair proved.",
+    "min-gap": "For a subcubic strategy: its certificate's min-gap table.",
+}
+
+
+def _draw(name):
+    def draw(model, strategy=None):
+        from .figures import FIGURES
+
+        return FIGURES[name](model, strategy)
+
+    return draw
+
+
+@hookimpl
+def gbmi_figures():
+    return [FigureSpec(task=TASK, name=name, summary=summary, draw=_draw(name),
+                       needs_strategy=name in {"proof-map", "min-gap"})
+            for name, summary in _FIGURE_SUMMARIES.items()]

@@ -35,7 +35,7 @@ def evaluate(model, tokens: torch.Tensor) -> tuple[float, float]:
 
 def train(config: MaxOfKConfig, progress: bool = True) -> TrainedModel:
     """Train ``config``'s model from scratch and return it with its metrics."""
-    from tqdm import tqdm
+    from gbmi_core.progress import progress as reporter
 
     start = time.perf_counter()
     threads = torch.get_num_threads()
@@ -47,10 +47,9 @@ def train(config: MaxOfKConfig, progress: bool = True) -> TrainedModel:
                                       weight_decay=config.weight_decay)
         data = _generator(config.seed, _TRAIN_STREAM)
         eval_tokens = sample(config, config.eval_samples, _generator(config.seed, _EVAL_STREAM))
-        bar = tqdm(range(config.steps), desc=f"training max-of-{config.K} seed {config.seed}", unit="step",
-                   disable=not progress or None, mininterval=0.5)
+        bar = reporter(config.steps, f"training max-of-{config.K} seed {config.seed}", "step", enabled=progress)
         loss = torch.tensor(float("nan"))
-        for step in bar:
+        for step in range(config.steps):
             tokens = sample(config, config.batch_size, data)
             loss = torch.nn.functional.cross_entropy(last_logits(model, tokens), label(tokens))
             optimiser.zero_grad(set_to_none=True)
@@ -58,7 +57,9 @@ def train(config: MaxOfKConfig, progress: bool = True) -> TrainedModel:
             optimiser.step()
             if progress and (step % 100 == 0 or step == config.steps - 1):
                 eval_loss, eval_accuracy = evaluate(model, eval_tokens)
-                bar.set_postfix(loss=f"{loss.item():.4f}", acc=f"{eval_accuracy:.4f}")
+                bar.set_postfix_str(f"loss={loss.item():.4f}, acc={eval_accuracy:.4f}")
+            bar.update(1)
+        bar.close()
         eval_loss, eval_accuracy = evaluate(model, eval_tokens)
     finally:
         torch.set_num_threads(threads)

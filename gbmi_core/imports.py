@@ -1,0 +1,214 @@
+"""Bring your own model: load a HookedTransformer saved the usual ways, check it, and keep it in the store.
+
+Accepted files:
+
+* a ``state_dict`` in ``.pt``/``.pth`` (read with ``torch.load(weights_only=True)``: no arbitrary code),
+  ``.safetensors``, or ``.npz`` (numpy, ``allow_pickle=False``; gbmi's own model files too);
+* a whole pickled module in ``.pt`` only with ``allow_pickle=True`` (``--allow-pickle``): unpickling runs
+  whatever code the file names, so only for files you trust.
+
+The architecture comes from a side-car JSON (``--model-config FILE``, else ``<file>.json`` or
+``<file minus suffix>.json`` beside it) holding a TransformerLens ``HookedTransformerConfig`` as
+``cfg.to_dict()`` writes it (or the subset of its fields that matter); without one it is inferred from the
+weights' names and shapes.  The task's ``check_model`` then says whether its proofs apply, naming the
+reason when not.  An imported model is stored under ``models/<task>/imported-<weights hash>`` with its
+architecture, so proofs of it are cached and reported (``gbmi results``) like those of trained models.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import GbmiError, ModelRefused
+
+#: The HookedTransformerConfig fields a side-car JSON may give (others in it are ignored).
+ARCHITECTURE_FIELDS = (
+    "n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_vocab", "d_vocab_out", "attn_only", "act_fn", "d_mlp",
+    "normalization_type", "positional_embedding_type", "use_attn_scale", "attn_scale", "final_rms",
+    "original_architecture", "default_prepend_bos", "tokenizer_prepends_bos", "parallel_attn_mlp",
+    "gated_mlp", "use_attn_result", "use_split_qkv_input", "use_hook_mlp_in", "use_local_attn",
+    "use_qk_norm", "rotary_dim", "n_key_value_heads", "output_logits_soft_cap", "attn_scores_soft_cap",
+)
+
+
+class ModelFileError(GbmiError, ValueError):
+    """A model file that cannot be read as a model: the message names the file and the cause."""
+
+
+def _side_car(path: pathlib.Path, config_path) -> dict | None:
+    candidates = [pathlib.Path(config_path)] if config_path else [path.with_name(path.name + ".json"),
+                                                                 path.with_suffix(".json")]
+    for candidate in candidates:
+        if candidate.is_file() and candidate != path:
+            try:
+                data = json.loads(candidate.read_text())
+            except (OSError, ValueError) as error:
+                raise ModelFileError(f"model config {candidate} is not readable JSON: {error}") from None
+            if not isinstance(data, dict):
+                raise ModelFileError(f"model config {candidate} must be a JSON object of HookedTransformerConfig fields")
+            return data
+    if config_path:
+        raise ModelFileError(f"model config {config_path} does not exist")
+    return None
+
+
+def read_weights(path, *, allow_pickle: bool = False):
+    """``(state_dict of tensors, module or None)`` from ``path``; a whole module only with ``allow_pickle``."""
+    import torch
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return dict(load_file(str(path))), None
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files if name != "__gbmi__"}
+            return {name: torch.from_numpy(np.array(value)) for name, value in arrays.items()}, None
+        if suffix in {".pt", ".pth", ".bin"}:
+            try:
+                loaded = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError and others
+                if not allow_pickle:
+                    raise ModelFileError(
+                        f"model file {path} is not a plain state_dict ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0]}); if it is a whole pickled model from a source you trust, "
+                        f"pass --allow-pickle (unpickling runs the code the file names)") from None
+                loaded = torch.load(path, map_location="cpu", weights_only=False)
+            if isinstance(loaded, torch.nn.Module):
+                return dict(loaded.state_dict()), loaded
+            if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
+                loaded = loaded["state_dict"]
+            if isinstance(loaded, Mapping) and all(isinstance(v, torch.Tensor) for v in loaded.values()):
+                return dict(loaded), None
+            raise ModelFileError(f"model file {path} holds a {type(loaded).__name__}, not a state_dict of tensors")
+    except ModelFileError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a damaged file, in any format
+        raise ModelFileError(f"model file {path} cannot be read: {type(error).__name__}: {error}") from None
+    raise ModelFileError(f"model file {path}: unknown format {suffix!r} (use .pt, .safetensors or .npz)")
+
+
+def infer_architecture(state: Mapping[str, Any]) -> dict:
+    """HookedTransformerConfig fields inferred from a TransformerLens state_dict's names and shapes."""
+    def shape(name):
+        if name not in state:
+            raise ModelFileError(f"the weights have no {name!r}: not a TransformerLens HookedTransformer "
+                                 f"state_dict (give its config in a side-car JSON)")
+        return tuple(state[name].shape)
+
+    d_vocab, d_model = shape("embed.W_E")
+    layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
+    if not layers:
+        raise ModelFileError("the weights have no blocks.N.* entries: not a HookedTransformer state_dict")
+    n_heads, _, d_head = shape("blocks.0.attn.W_Q")
+    has_mlp = any(".mlp." in k for k in state)
+    if any(k.startswith("blocks.0.ln1.w") for k in state):
+        normalization = "LN"
+    elif any(k.startswith("blocks.0.ln1.") for k in state):
+        normalization = "LNPre"
+    else:
+        normalization = None
+    config = {"n_layers": len(layers), "d_model": d_model, "d_head": d_head, "n_heads": n_heads,
+              "d_vocab": d_vocab, "d_vocab_out": shape("unembed.W_U")[1], "attn_only": not has_mlp,
+              "normalization_type": normalization, "act_fn": "relu" if has_mlp else None}
+    if "pos_embed.W_pos" in state:
+        config["n_ctx"] = shape("pos_embed.W_pos")[0]
+        config["positional_embedding_type"] = "standard"
+    else:
+        raise ModelFileError("the weights have no pos_embed.W_pos: give n_ctx and the positional embedding "
+                             "type in a side-car JSON")
+    if has_mlp:
+        config["d_mlp"] = shape("blocks.0.mlp.W_in")[1]
+    return config
+
+
+def build_hooked_transformer(architecture: Mapping[str, Any], state: Mapping[str, Any]):
+    """A HookedTransformer of ``architecture`` holding ``state`` (every parameter must be given)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    fields = {k: v for k, v in architecture.items() if k in ARCHITECTURE_FIELDS}
+    try:
+        model = HookedTransformer(HookedTransformerConfig(device="cpu", **fields), move_to_device=False)
+    except Exception as error:  # noqa: BLE001 - TransformerLens validates in many ways
+        raise ModelFileError(f"cannot build a HookedTransformer from this config: {type(error).__name__}: {error}") from None
+    expected = dict(model.state_dict())
+    parameters = {name for name, _ in model.named_parameters()}
+    missing = sorted(parameters - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{name} {tuple(state[name].shape)} (expected {tuple(expected[name].shape)})"
+             for name in sorted(set(state) & set(expected)) if tuple(state[name].shape) != tuple(expected[name].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
+    if wrong:
+        problems.append(f"wrong shapes: {', '.join(wrong[:4])}")
+    if problems:
+        raise ModelRefused(f"the weights do not fit the architecture: {'; '.join(problems)}")
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    return model
+
+
+def load_model(path, *, config_path=None, allow_pickle: bool = False):
+    """``(model, architecture dict)`` from a model file (see the module doc)."""
+    state, module = read_weights(path, allow_pickle=allow_pickle)
+    if module is not None and type(module).__name__ == "HookedTransformer":
+        return module, architecture_of(module)
+    architecture = _side_car(pathlib.Path(path), config_path)
+    if architecture is None:
+        architecture = infer_architecture(state)
+    return build_hooked_transformer(architecture, state), architecture
+
+
+def architecture_of(model) -> dict:
+    """The side-car fields of a HookedTransformer's config (JSON-able)."""
+    cfg = model.cfg.to_dict() if hasattr(model.cfg, "to_dict") else vars(model.cfg)
+    return json.loads(json.dumps({k: cfg[k] for k in ARCHITECTURE_FIELDS if k in cfg}, default=str))
+
+
+def import_model(registry, task: str, path, store, *, config_path=None, allow_pickle: bool = False):
+    """Load, check against ``task`` and store a model file: ``(model, key, model hash)``."""
+    from .config import content_hash, unstructure
+    from .models import model_hash as hash_model
+    from .models import model_weights, weights_hash
+
+    spec = registry.task(task)
+    model, architecture = load_model(path, config_path=config_path, allow_pickle=allow_pickle)
+    if spec.check_model is not None:
+        spec.check_model(model)
+    weights = model_weights(model)
+    digest = weights_hash(weights)
+    key = f"models/{task}/imported-{digest}"
+    config = spec.config_from_model(model) if spec.config_from_model is not None else None
+    attributes = {"task": task, "imported": True, "source": str(path), "architecture": architecture,
+                  "config": unstructure(config) if config is not None else {},
+                  "config_hash": content_hash(config) if config is not None else "",
+                  "model_hash": digest, "metrics": {}}
+    if not store.exists(key):
+        store.put(key, weights, attributes, packed=False)
+    assert hash_model(model) == digest
+    return model, key, digest
+
+
+def model_from_imported(attributes: Mapping[str, Any], arrays: Mapping[str, np.ndarray], key: str):
+    """Rebuild an imported model from its store entry."""
+    import torch
+
+    from .errors import CorruptEntry
+    from .models import weights_hash
+
+    if weights_hash(arrays) != attributes.get("model_hash"):
+        raise CorruptEntry(f"store entry {key!r}: its weights do not hash to its recorded model hash")
+    return build_hooked_transformer(attributes["architecture"],
+                                    {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
