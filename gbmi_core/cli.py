@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import sys
-import traceback
 import warnings
 
 import click

@@ -34,7 +34,7 @@ def _unknown(kind: str, name: str, known: Iterable[str], where: str = "") -> Unk
         shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
         message += f"; known: {shown}"
     else:
-        message += f"; none is registered (is the plugin installed? see `gbmi plugins`)"
+        message += "; none is registered (is the plugin installed? see `gbmi plugins`)"
     return UnknownName(message)
 
 

@@ -136,7 +136,6 @@ def test_writer_killed_mid_write_leaves_old_or_new_entry(tmp_path, kind):
         time.sleep(delay - 0.25)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        with_warning = []
         import warnings
 
         with warnings.catch_warnings(record=True) as caught:

@@ -39,10 +39,12 @@ from gbmi_core import Bound, GbmiError, TooLarge
 from gbmi_core.certified import check_floating_point
 from gbmi_core.flops import charge
 from gbmi_core.memory import require
+from gbmi_core.progress import progress as reporter
 
 from .model import Paths, interval_paths, paths
 
 MAX_INPUTS = 2**32  # beyond this, enumerating every input is not a sensible proof
+PROGRESS_FROM = 2**28  # report progress (a bar, or log lines) from this many inputs on
 SPREAD = 40.0  # the scores of one block's rows lie within this of each other
 MPMATH_BITS = 256
 MPMATH_LIMIT = 512  # at most this many inputs go to mpmath; more stay undecided
@@ -229,18 +231,21 @@ def brute_force(model, *, block_elements: int = 1 << 20, with_loss: bool = True)
     correct, loss_sum = 0, torch.zeros((), dtype=torch.float64)
     recheck, loss64 = [], []  # sequence numbers to decide in float64; to take the loss of in float64
     buffers = {"-inf": torch.tensor(float("-inf"))}
+    bar = reporter(V, f"brute force over {V}^{n} inputs", "query token", enabled=total >= PROGRESS_FROM)
     for q in range(V):
         Qt = _Query(P, T, q)
         if not Qt.usable:  # scores or logits beyond what the float32 screen can bound: all go to float64
             require(8 * 4 * rows * V * (V - q), f"brute force's float64 recheck of {V - q} queries' inputs at V={V}, K={n}")
             recheck.append(torch.arange(rows * V) + q * V * rows)
             loss64.append(recheck[-1])
-            continue
-        proved, undecided, loss, overflowed = _screen_query(Qt, q, n, V, (key_block, row_block), with_loss, buffers)
-        correct += proved
-        loss_sum += loss
-        recheck.append(undecided)
-        loss64.append(overflowed)
+        else:
+            proved, undecided, loss, overflowed = _screen_query(Qt, q, n, V, (key_block, row_block), with_loss, buffers)
+            correct += proved
+            loss_sum += loss
+            recheck.append(undecided)
+            loss64.append(overflowed)
+        bar.update(1)
+    bar.close()
     extra = {"rechecked_float64": 0, "rechecked_mpmath": 0, "undecided": 0}
     recheck, loss64 = torch.cat(recheck), torch.cat(loss64)
     if len(recheck):
