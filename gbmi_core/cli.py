@@ -428,10 +428,11 @@ def report_cmd(ctx, task, presets, config_file, assignments, fmt, plot_path):
     if not sections:
         raise GbmiError(f"the store at {store.root} holds no results for task {task!r} with this config; "
                         f"run `gbmi sweep {task}` first")
+    short = {s.name: s.spec.display_name for s in registry.strategies(task)}  # the terminal table's names
     if len(names) == 1:
-        click.echo(render(sections[0][2], fmt))
+        click.echo(render(sections[0][2], fmt, short))
     else:
-        click.echo(render_presets([(name, summary) for name, _, summary in sections], fmt))
+        click.echo(render_presets([(name, summary) for name, _, summary in sections], fmt, short))
     if plot_path:
         import pathlib
 

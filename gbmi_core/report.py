@@ -126,13 +126,14 @@ def _pm(mean: float, std: float, digits: int = 4) -> str:
     return "-" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _tables(summary) -> list[tuple[str, list[str], list[list[str]]]]:
+def _tables(summary, names=None) -> list[tuple[str, list[str], list[list[str]]]]:
     fam_headers = ["family", "strategies", "seeds", "best bound", "best normalised", "FLOPs (best)", "unexpl. dim"]
     fam_rows = [[f["family"], str(f["strategies"]), str(f["seeds"]), _pm(f["best_bound_mean"], f["best_bound_std"]),
                  _pm(f["best_normalised_mean"], f["best_normalised_std"]), f"{f['flops_of_best_mean']:.3g}",
                  f"{f['unexplained_dimension_of_best']:.4g}"] for f in summary["families"]]
     headers = ["strategy", "family", "complexity", "seeds", "bound", "normalised", "FLOPs", "unexpl. dim"]
-    rows = [[s["strategy"], s["family"], s["complexity"], str(s["seeds"]), _pm(s["bound_mean"], s["bound_std"]),
+    names = names or {}
+    rows = [[names.get(s["strategy"], s["strategy"]), s["family"], s["complexity"], str(s["seeds"]), _pm(s["bound_mean"], s["bound_std"]),
              _pm(s["normalised_mean"], s["normalised_std"]), f"{s['flops_mean']:.3g}",
              f"{s['unexplained_dimension']:.4g}"] for s in summary["strategies"]]
     return [("Per family (the best strategy of the family on each seed)", fam_headers, fam_rows),
@@ -182,12 +183,14 @@ def _csv(sections) -> str:
     return buffer.getvalue().rstrip("\n")
 
 
-def render(summary, fmt: str = "table") -> str:
-    """The summary as ``table`` (terminal), ``markdown``, ``csv`` (one table), ``latex`` or ``json``."""
-    return render_presets([(None, summary)], fmt)
+def render(summary, fmt: str = "table", names=None) -> str:
+    """The summary as ``table`` (terminal), ``markdown``, ``csv`` (one table), ``latex`` or ``json``.
+
+    ``names`` maps strategy names to the names the terminal table shows (e.g. short names)."""
+    return render_presets([(None, summary)], fmt, names)
 
 
-def render_presets(sections: list[tuple[str | None, dict]], fmt: str = "table") -> str:
+def render_presets(sections: list[tuple[str | None, dict]], fmt: str = "table", names=None) -> str:
     """Summaries of several presets (``[(preset, summary)]``): with more than one, a comparison of each
     family's best bound across presets comes first, then each preset's tables; ``csv`` and ``json`` carry
     the preset in every row (resp. as the top-level key)."""
@@ -204,7 +207,7 @@ def render_presets(sections: list[tuple[str | None, dict]], fmt: str = "table") 
                 for name, summary in sections for f in summary["families"]]
         out.append(_emit("Per preset (the best strategy of each family on each seed)", headers, rows, fmt))
     for name, summary in sections:
-        for title, headers, rows in _tables(summary):
+        for title, headers, rows in _tables(summary, names if fmt == "table" else None):
             out.append(_emit(title if name is None else f"{name}: {title}", headers, rows, fmt))
     return "\n\n".join(out)
 
