@@ -34,21 +34,30 @@ class Row:
     normalised: float | None
 
 
+def config_filter(config):
+    """A test of stored configs (dicts): equal to ``config`` in every field but ``seed``."""
+    wanted = json.loads(json.dumps(config_mod.unstructure(config)))  # as stored: tuples become lists
+    wanted.pop("seed", None)
+
+    def same_but_seed(stored) -> bool:
+        return {k: v for k, v in dict(stored).items() if k != "seed"} == wanted
+
+    return same_but_seed
+
+
 def collect(registry, task: str, store, config) -> list[Row]:
     """Every stored result for models whose config equals ``config`` except for the seed."""
     spec = registry.task(task)
-    wanted = json.loads(json.dumps(config_mod.unstructure(config)))  # as stored: tuples become lists
-    wanted.pop("seed", None)
+    same_but_seed = config_filter(config)
     known = {s.name: s for s in registry.strategies(task)}
     rows: list[Row] = []
     for key in store.keys(f"models/{task}"):
         attributes = store.attrs(key)  # the weights are not needed here
         if attributes is None or attributes.get("imported"):  # imported models: `gbmi results` lists them
             continue
-        data = dict(attributes.get("config", {}))
-        seed = data.pop("seed", None)
-        if data != wanted:
+        if not same_but_seed(attributes.get("config", {})):
             continue
+        seed = attributes.get("config", {}).get("seed")
         model_hash = attributes["model_hash"]
         results = {}
         for result_key in store.keys(f"results/{task}/{model_hash}"):

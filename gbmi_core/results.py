@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Mapping
 
-from . import config as config_mod
 from .errors import GbmiError
 from .records import ProofResult
 
@@ -27,22 +25,13 @@ _RESULT_COLUMNS = ("bound", "correct_count", "total_count", "flops", "unexplaine
                    "search_seconds", "verify_seconds", "certified")
 
 
-def _matches(stored: Mapping[str, Any], wanted: Mapping[str, Any] | None) -> bool:
-    if wanted is None:
-        return True
-    stored = dict(stored)
-    stored.pop("seed", None)
-    return stored == wanted
-
-
 def result_rows(registry, task: str, store, *, config=None, model_hash: str | None = None) -> list[dict]:
     """Every stored result of ``task``: of models whose config equals ``config`` but for the seed (all
     models if None), and of the model ``model_hash`` (a prefix is enough) if given."""
+    from .report import config_filter
+
     registry.task(task)
-    wanted = None
-    if config is not None:
-        wanted = json.loads(json.dumps(config_mod.unstructure(config)))  # as stored: tuples become lists
-        wanted.pop("seed", None)
+    same_but_seed = config_filter(config) if config is not None else None
     families = {s.name: s.spec.family for s in registry.strategies(task)}
     models: dict[str, dict] = {}
     for key in store.keys(f"models/{task}"):
@@ -54,10 +43,8 @@ def result_rows(registry, task: str, store, *, config=None, model_hash: str | No
         if model_hash is not None and not model.startswith(model_hash):
             continue
         attributes = models.get(model)
-        if attributes is None and wanted is not None:
-            continue  # a model the store does not hold: its config is unknown
-        if attributes is not None and not _matches(attributes.get("config", {}), wanted):
-            continue
+        if same_but_seed is not None and (attributes is None or not same_but_seed(attributes.get("config", {}))):
+            continue  # another config, or a model the store does not hold (its config is unknown)
         for key in store.keys(f"results/{task}/{model}"):
             stored = store.get(key)
             if stored is None:

@@ -304,13 +304,18 @@ class Store:
             if str(path.resolve()) not in live and now - path.lstat().st_mtime > older_than_s:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
+        for path in self._temporary_files():
+            if now - path.lstat().st_mtime > older_than_s:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def _temporary_files(self) -> Iterator[pathlib.Path]:
+        """Hidden files a writer publishes from (``.<name>.<uuid>.tmp``), left behind if it was killed."""
         for dirpath, _, filenames in os.walk(self.root / "entries"):
             for name in filenames:
-                path = pathlib.Path(dirpath) / name
-                if name.startswith(".") and name.endswith(".tmp") and now - path.lstat().st_mtime > older_than_s:
-                    path.unlink(missing_ok=True)
-                    removed += 1
-        return removed
+                if name.startswith(".") and name.endswith(".tmp"):
+                    yield pathlib.Path(dirpath) / name
 
     def info(self) -> dict[str, Any]:
         """What the store holds: entries per top-level kind (``models``, ``results``, ...), packed and Zarr
@@ -333,8 +338,7 @@ class Store:
                     pass
         live = {os.path.realpath(self.root / "entries" / key) for key in self.keys()}
         objects = list((self.root / ".objects").iterdir()) if (self.root / ".objects").exists() else []
-        temporary = sum(1 for _, _, names in os.walk(self.root / "entries") for n in names
-                        if n.startswith(".") and n.endswith(".tmp"))
+        temporary = sum(1 for _ in self._temporary_files())
         corrupt = len(list((self.root / ".corrupt").iterdir())) if (self.root / ".corrupt").exists() else 0
         return {"root": str(self.root), "entries": sum(kinds.values()), "by_kind": dict(sorted(kinds.items())),
                 "packed_entries": packed, "zarr_entries": zarr_entries, "files": files, "bytes_on_disk": size,

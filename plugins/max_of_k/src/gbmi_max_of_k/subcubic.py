@@ -604,21 +604,25 @@ def count_proved(R: Interval, G: torch.Tensor, n: int) -> int:
     return _count(valid & R.certainly_negative(), G, n)
 
 
+def _cell_sizes(G: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(c', m - G + 1)`` per cell: its non-max tokens outside the query, and the values each may take; a
+    valid cell holds ``C(K-1, c')·(m - G + 1)^c'`` sequences (``c'`` is -1 in cells that cannot be valid)."""
+    V = G.shape[0]
+    q, m, c, is_q, _ = _cells(V, n, G)
+    return torch.where(is_q, c, c - 1).expand(V, V, n), (m - G + 1).clamp(min=0).expand(V, V, n)
+
+
 def _proved_per_column(proved: torch.Tensor, G: torch.Tensor, n: int) -> torch.Tensor:
     """``[m, c]`` float64: how many sequences the proved cells of each ``(m, c)`` count (for search)."""
-    V = proved.shape[0]
-    q, m, c, is_q, _ = _cells(V, n, G)
-    c_out = torch.where(is_q, c, c - 1).clamp(min=0)
+    c_out, choices = _cell_sizes(G, n)
+    c_out = c_out.clamp(min=0)
     ways = torch.tensor([comb(n - 1, k) for k in range(n)], dtype=torch.float64)[c_out]
-    sequences = ways * (m - G + 1).clamp(min=0).double() ** c_out
-    return torch.where(proved, sequences, 0.0).sum(0)
+    return torch.where(proved, ways * choices.double() ** c_out, 0.0).sum(0)
 
 
 def _count(proved: torch.Tensor, G: torch.Tensor, n: int) -> int:
     V = proved.shape[0]
-    q, m, c, is_q, _ = _cells(V, n, G)
-    c_out = torch.where(is_q, c, c - 1).expand(V, V, n)  # non-max tokens outside the query
-    choices = (m - G + 1).clamp(min=0).expand(V, V, n)
+    c_out, choices = _cell_sizes(G, n)
     key = (c_out * (V + 1) + choices)[proved]
     histogram = torch.bincount(key, minlength=n * (V + 1)).tolist()
     charge(2 * len(histogram), "integer counting")
