@@ -127,7 +127,8 @@ class StrategySpec:
       the proof length.  It must be sound for *any* certificate: a wrong certificate may only lower the
       bound (or be refused with :class:`gbmi_core.errors.CertificateRejected`).
 
-    ``complexity`` is the asymptotic cost as a short string (``"O(V^3 K^2)"``);
+    ``complexity`` is the asymptotic cost as a short string (``"O(V^3 K^2)"``); ``short_name`` is what
+    tables show by default; ``search_version`` tells cached certificates of an older search apart;
     ``unexplained_dimension(model) -> int`` is the parameter-count estimate of what the proof leaves
     unexplained.
     """
@@ -142,6 +143,9 @@ class StrategySpec:
     family: str = ""
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda d: dict(d))
     short_name: str = attrs.field(default="", validator=lambda i, a, v: v == "" or _check_short(i, a, v))
+    #: Change it when search improves: certificates cached by another version are searched anew (any
+    #: certificate is sound, so old ones were not wrong, only possibly weaker).
+    search_version: str = ""
 
     @property
     def display_name(self) -> str:

@@ -63,21 +63,24 @@ class Strategy:
         return self.spec.complexity
 
     def search(self, model: Any, *, model_hash: str | None = None, store=None) -> Certificate:
-        """Run proof search (free) and return its certificate, reusing one cached in ``store``."""
+        """Run proof search (free) and return its certificate, reusing one cached in ``store`` when it was
+        made by the same version of the search (``StrategySpec.search_version``)."""
         from .models import model_hash as hash_model
 
         model_hash = model_hash or hash_model(model)
         key = f"certificates/{self.task}/{model_hash}/{self.name}"
         if store is not None:
             entry = store.get(key)
-            if entry is not None:
-                return Certificate(self.name, model_hash, entry.arrays, entry.attrs)
+            if entry is not None and entry.attrs.get(_SEARCH_VERSION, "") == self.spec.search_version:
+                attributes = {k: v for k, v in entry.attrs.items() if k != _SEARCH_VERSION}
+                return Certificate(self.name, model_hash, entry.arrays, attributes)
         with _memory_errors(f"search of {self.task}/{self.name}"):
             found = self.spec.search(model)
         arrays, attributes = _split_certificate(found)
         certificate = Certificate(self.name, model_hash, arrays, attributes)
         if store is not None:
-            store.put(key, arrays, attributes)
+            stamp = {_SEARCH_VERSION: self.spec.search_version} if self.spec.search_version else {}
+            store.put(key, arrays, {**attributes, **stamp})
         return certificate
 
     def verify(self, model: Any, certificate: Certificate, *, model_hash: str | None = None):
@@ -134,6 +137,10 @@ class Strategy:
         if store is not None:
             store.put(f"results/{self.task}/{model_hash}/{self.name}", {}, result.to_dict())
         return result
+
+
+#: The store attribute that says which version of a strategy's search made a cached certificate.
+_SEARCH_VERSION = "gbmi_search_version"
 
 
 @contextlib.contextmanager

@@ -197,3 +197,20 @@ def test_certificates_are_cached_in_the_store(registry, tmp_path, reference_mode
     with pytest.warns(gbmi_core.store.CorruptEntryWarning):
         third = strategy.prove(reference_model, store)
     assert third.correct_count == first.correct_count
+
+
+def test_a_certificate_cached_by_an_older_search_is_searched_anew(registry, tmp_path, reference_model):
+    """A store from before the attention split point joined the certificate: its cached certificates are still
+    sound, but searched anew so the stored proof is as strong as today's search makes it."""
+    store = Store(tmp_path / "store")
+    strategy = registry.strategy("max-of-k", sc.SubcubicOptions().name)
+    fresh = strategy.prove(reference_model)
+    key = f"certificates/max-of-k/{fresh.model_hash}/{strategy.name}"
+    old = {k: v for k, v in strategy.search(reference_model).arrays.items() if k != "mean_attention"}
+    store.put(key, old, {})  # as version 1 stored it: no mean_attention, no version stamp
+    stale = strategy.prove(reference_model, certificate=Certificate(strategy.name, fresh.model_hash, old))
+    again = strategy.prove(reference_model, store)
+    assert again.correct_count == fresh.correct_count > stale.correct_count
+    entry = store.get(key)
+    assert entry.attrs["gbmi_search_version"] == "2" and "mean_attention" in entry.arrays
+    assert "gbmi_search_version" not in strategy.search(reference_model, store=store).attrs

@@ -97,6 +97,10 @@ ALL_OPTIONS = tuple(SubcubicOptions(e, a, r) for e, a, r in
                     itertools.product(EUPU_HANDLINGS, ATTENTION_HANDLINGS, ERROR_HANDLINGS))
 
 
+#: 2: binary search per cell, and the attention split point ā in the certificate (version 1 had neither).
+SEARCH_VERSION = "2"
+
+
 def strategy_specs(task: str, search, verify) -> list:
     """One :class:`~gbmi_core.StrategySpec` per option combination, with lazy ``search``/``verify``."""
     from gbmi_core import StrategySpec
@@ -111,6 +115,7 @@ def strategy_specs(task: str, search, verify) -> list:
             family=options.family,
             options=attrs.asdict(options),
             short_name=options.short_name,
+            search_version=SEARCH_VERSION,
         )
         for options in ALL_OPTIONS
     ]
