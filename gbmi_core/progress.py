@@ -35,6 +35,7 @@ class LogProgress:
         self.interval = interval if interval is not None else float(os.environ.get(INTERVAL_ENV, "30") or 30)
         self.start = self.last = time.monotonic()
         self.closed = False
+        self.shown = 0  # the count of the last line written
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
@@ -49,7 +50,7 @@ class LogProgress:
 
     def _emit(self) -> None:
         print(self.line(), file=self.stream, flush=True)
-        self.last = time.monotonic()
+        self.last, self.shown = time.monotonic(), self.n
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -60,7 +61,7 @@ class LogProgress:
         self.postfix = text
 
     def close(self) -> None:
-        if not self.closed and self.n:
+        if not self.closed and self.n != self.shown:  # the last state, unless it was just written
             self._emit()
         self.closed = True
 

@@ -204,5 +204,12 @@ def test_progress_lines_when_stderr_is_not_a_terminal():
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("proofs: 1/200 (0%), ") and "proof/s, about" in lines[0] and "left" in lines[0]
     assert lines[-1].startswith("proofs: 200/200 (100%)") and "done in" in lines[-1]
+    assert len(lines) == 200  # one per update at interval 0, and close() does not repeat the last
+    quiet = io.StringIO()
+    reporter = LogProgress(5, "models", "model", quiet, interval=1e9)
+    for _ in range(5):
+        reporter.update(1)
+    reporter.close()
+    assert quiet.getvalue().splitlines() == [quiet.getvalue().splitlines()[0]] and "5/5 (100%)" in quiet.getvalue()
     run = gbmi("prove", "max-of-k", "--strategy", "cubic", "--strategy", SUBCUBIC, GBMI_PROGRESS_INTERVAL="0")
     assert "proving: 2/2 (100%)" in run.stderr  # captured stderr is not a terminal: plain lines
