@@ -1,10 +1,29 @@
 import functools
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from gbmi_max_of_k.config import MaxOfKConfig
 from gbmi_max_of_k.model import build_model
+
+
+GBMI = os.path.join(os.path.dirname(sys.executable), "gbmi")
+
+
+def gbmi(*args, **env):
+    """Run the ``gbmi`` CLI as a user would: none of this shell's ``GBMI_*`` settings, plus ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GBMI_")}
+    return subprocess.run([GBMI, *args], capture_output=True, text=True, env={**base, **env}, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    import gbmi_core
+
+    return gbmi_core.get_registry()
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,6 @@
 """Max-of-K through the registry, the store and the CLI, as a user would run it."""
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 
 import pytest
@@ -14,12 +11,7 @@ from gbmi_core.models import model_hash
 from gbmi_core.store import CorruptEntryWarning
 from gbmi_max_of_k.config import MaxOfKConfig
 
-GBMI = os.path.join(os.path.dirname(sys.executable), "gbmi")
-
-
-def gbmi(*args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GBMI_")}
-    return subprocess.run([GBMI, *args], capture_output=True, text=True, env=env, timeout=300)
+from .conftest import gbmi
 
 
 def test_train_or_load_imports_the_shipped_model_then_loads_it(tmp_path, reference_model, monkeypatch):

@@ -2,34 +2,20 @@
 ones, and the store's footprint per proof."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-import gbmi_core
 from gbmi_core import Store
 from gbmi_core.sweep import run_sweep
 from gbmi_max_of_k import cubic
 from gbmi_max_of_k import subcubic as sc
 
-from .conftest import small_model, trained_model
+from .conftest import gbmi, small_model, trained_model
 
-GBMI = os.path.join(os.path.dirname(sys.executable), "gbmi")
 SUBCUBIC = ["subcubic--eupu-max-diff-exact--attn-mean-query+diff--err-max-diff-exact",
             "subcubic--eupu-mean-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-svd"]
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return gbmi_core.get_registry()
-
-
-def gbmi(*args, **env):
-    base = {k: v for k, v in os.environ.items() if not k.startswith("GBMI_")}
-    return subprocess.run([GBMI, *args], capture_output=True, text=True, env={**base, **env}, timeout=300)
 
 
 def test_too_large_requests_are_refused_up_front_naming_need_and_budget(tmp_path):

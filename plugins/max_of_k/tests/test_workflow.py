@@ -3,9 +3,6 @@ output and progress in logs."""
 
 import io
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -17,18 +14,9 @@ from gbmi_core import ModelRefused, Store
 from gbmi_core.imports import ModelFileError, import_model, infer_architecture, load_model
 from gbmi_core.progress import LogProgress
 
-GBMI = os.path.join(os.path.dirname(sys.executable), "gbmi")
+from .conftest import gbmi
+
 SUBCUBIC = "subcubic--eupu-max-diff-exact--attn-mean-query+diff--err-max-diff-exact"
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return gbmi_core.get_registry()
-
-
-def gbmi(*args, **env):
-    base = {k: v for k, v in os.environ.items() if not k.startswith("GBMI_")}
-    return subprocess.run([GBMI, *args], capture_output=True, text=True, env={**base, **env}, timeout=300)
 
 
 def their_model(d_head=8, seed=0, **changes):
