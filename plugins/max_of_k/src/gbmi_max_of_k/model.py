@@ -7,12 +7,11 @@ else (an MLP, LayerNorm, several heads or layers, nonzero biases, NaN/inf weight
 
 from __future__ import annotations
 
-import math
-
 import attrs
 import torch
 
 from gbmi_core import ModelRefused
+from gbmi_core.attention import attention_only_weights, check_attention_only
 
 from .config import MaxOfKConfig
 
@@ -40,35 +39,7 @@ def label(tokens: torch.Tensor) -> torch.Tensor:
 
 def check_model(model) -> None:
     """Raise :class:`ModelRefused` unless ``model`` is a HookedTransformer the Max-of-K proofs handle."""
-    cls = type(model)
-    if cls.__name__ != "HookedTransformer" or not cls.__module__.startswith("transformer_lens"):
-        raise ModelRefused(f"Max-of-K proofs take a transformer_lens HookedTransformer, not a {cls.__name__}")
-    cfg = model.cfg
-    problems = []
-    if cfg.n_layers != 1:
-        problems.append(f"it has {cfg.n_layers} layers (the proofs need exactly 1)")
-    if cfg.n_heads != 1:
-        problems.append(f"it has {cfg.n_heads} attention heads (the proofs need exactly 1)")
-    if not cfg.attn_only:
-        problems.append("it has an MLP (the proofs need an attention-only model)")
-    if cfg.normalization_type is not None:
-        problems.append(f"it uses {cfg.normalization_type} normalisation (the proofs need none)")
-    if getattr(cfg, "final_rms", False):
-        problems.append("it has a final RMS norm (the proofs need none)")
-    if cfg.positional_embedding_type != "standard":
-        problems.append(f"its positional embedding is {cfg.positional_embedding_type!r} (the proofs need 'standard')")
-    if cfg.d_vocab != cfg.d_vocab_out:
-        problems.append(f"its input vocabulary ({cfg.d_vocab}) differs from its output vocabulary ({cfg.d_vocab_out})")
-    for name in ("output_logits_soft_cap", "attn_scores_soft_cap"):
-        if getattr(cfg, name, -1.0) > 0:
-            problems.append(f"it uses {name} (the proofs need raw logits and scores)")
-    if getattr(cfg, "use_local_attn", False) or getattr(cfg, "use_qk_norm", False):
-        problems.append("it uses local attention or QK norm")
-    if problems:
-        raise ModelRefused("model refused: " + "; ".join(problems))
-    for name, tensor in model.named_parameters():
-        if not torch.isfinite(tensor).all():
-            raise ModelRefused(f"model refused: weight {name} holds NaN or infinite values")
+    check_attention_only(model, n_layers=1, n_heads=1, what="Max-of-K")
     for name in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
         value = getattr(model, name)
         if bool((value != 0).any()):
@@ -151,16 +122,10 @@ def interval_paths(P: Paths, certified: bool = True) -> dict:
 def paths(model, dtype=torch.float64) -> Paths:
     """Extract a checked model's weights (layer 0, head 0) as :class:`Paths`."""
     check_model(model)
-
-    def get(t):
-        return t.detach().to(dtype=dtype, device="cpu")
-
-    attn = model.blocks[0].attn
-    scale = float(attn.attn_scale) if model.cfg.use_attn_scale else 1.0
-    if not math.isfinite(scale) or scale <= 0:
-        raise ModelRefused(f"model refused: attention scale {scale} is not a positive number")
-    return Paths(W_E=get(model.W_E), W_pos=get(model.W_pos), W_Q=get(model.W_Q[0, 0]), W_K=get(model.W_K[0, 0]),
-                 W_V=get(model.W_V[0, 0]), W_O=get(model.W_O[0, 0]), W_U=get(model.W_U), attn_scale=scale)
+    w = attention_only_weights(model, dtype)
+    layer = w.layers[0]
+    return Paths(W_E=w.W_E, W_pos=w.W_pos, W_Q=layer.W_Q, W_K=layer.W_K, W_V=layer.W_V, W_O=layer.W_O, W_U=w.W_U,
+                 attn_scale=layer.attn_scale)
 
 
 def last_logits(model, tokens: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,175 @@
+"""Attention-only transformers, for any task: architecture checks, weights as float64, certified bounds.
+
+Two tasks' proofs need the same pieces, so they live here:
+
+* :func:`attention_only_problems` names why a ``transformer_lens.HookedTransformer`` is not an
+  attention-only model of the wanted depth and width (a task's ``check_model`` turns the list into a
+  :class:`~gbmi_core.ModelRefused`).
+* :func:`attention_only_weights` reads such a model's weights, every layer's head 0, biases included, as
+  float64 tensors (float32 to float64 is exact, so proofs start from the exact weights).
+* :func:`softmax_weight_lower` and :func:`mixture_bounds` are the two certified inequalities behind
+  every attention argument: "this key gets at least this much attention", and "an average that puts at
+  least this much weight on one term lies between these bounds".  Both take and return plain float64
+  tensors that are rigorous bounds, and compute with :class:`~gbmi_core.certified.Interval` inside.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import torch
+
+from .certified import Interval
+from .errors import ModelRefused
+
+
+@attrs.frozen
+class Layer:
+    """One attention layer's head 0, float64: ``W_Q, W_K, W_V [D, H]``, ``W_O [H, D]``, biases, score scale.
+
+    Scores are ``(x W_Q + b_Q)·(y W_K + b_K) / attn_scale``; the layer adds ``softmax(scores) (y W_V + b_V)
+    W_O + b_O`` to the residual stream.
+    """
+
+    W_Q: torch.Tensor
+    W_K: torch.Tensor
+    W_V: torch.Tensor
+    W_O: torch.Tensor
+    b_Q: torch.Tensor
+    b_K: torch.Tensor
+    b_V: torch.Tensor
+    b_O: torch.Tensor
+    attn_scale: float
+
+
+@attrs.frozen
+class AttentionOnly:
+    """An attention-only transformer's weights in float64: embeddings, layers (head 0 each), unembedding."""
+
+    W_E: torch.Tensor  # [V, D]
+    W_pos: torch.Tensor  # [n, D]
+    layers: tuple[Layer, ...]
+    W_U: torch.Tensor  # [D, V_out]
+    b_U: torch.Tensor  # [V_out]
+
+    @property
+    def d_vocab(self) -> int:
+        return self.W_E.shape[0]
+
+    @property
+    def n_ctx(self) -> int:
+        return self.W_pos.shape[0]
+
+    def embed(self) -> torch.Tensor:
+        """Token plus position embedding of every (token, position).  ``[V, n, D]``"""
+        return self.W_E[:, None, :] + self.W_pos[None, :, :]
+
+
+def _is_hooked_transformer(model: Any) -> bool:
+    cls = type(model)
+    return cls.__name__ == "HookedTransformer" and cls.__module__.startswith("transformer_lens")
+
+
+def attention_only_problems(model: Any, n_layers: int | None = None, n_heads: int = 1) -> list[str]:
+    """Why ``model`` is not an attention-only HookedTransformer with ``n_layers`` layers of ``n_heads`` heads.
+
+    An empty list means it is one: no MLP, no LayerNorm, learned absolute positions, raw logits and
+    scores, input and output vocabularies equal, finite weights.  Biases are allowed (see
+    :class:`Layer`).  ``n_layers=None`` accepts any depth.
+    """
+    if not _is_hooked_transformer(model):
+        return [f"the proofs take a transformer_lens HookedTransformer, not a {type(model).__name__}"]
+    cfg = model.cfg
+    problems = []
+    if n_layers is not None and cfg.n_layers != n_layers:
+        problems.append(f"it has {cfg.n_layers} layers (the proofs need exactly {n_layers})")
+    if cfg.n_heads != n_heads:
+        problems.append(f"it has {cfg.n_heads} attention heads (the proofs need exactly {n_heads})")
+    if not cfg.attn_only:
+        problems.append("it has an MLP (the proofs need an attention-only model)")
+    if cfg.normalization_type is not None:
+        problems.append(f"it uses {cfg.normalization_type} normalisation (the proofs need none)")
+    if getattr(cfg, "final_rms", False):
+        problems.append("it has a final RMS norm (the proofs need none)")
+    if cfg.positional_embedding_type != "standard":
+        problems.append(f"its positional embedding is {cfg.positional_embedding_type!r} (the proofs need 'standard')")
+    if cfg.d_vocab != cfg.d_vocab_out:
+        problems.append(f"its input vocabulary ({cfg.d_vocab}) differs from its output vocabulary ({cfg.d_vocab_out})")
+    for name in ("output_logits_soft_cap", "attn_scores_soft_cap"):
+        if (getattr(cfg, name, -1.0) or -1.0) > 0:
+            problems.append(f"it uses {name} (the proofs need raw logits and scores)")
+    if getattr(cfg, "use_local_attn", False) or getattr(cfg, "use_qk_norm", False):
+        problems.append("it uses local attention or QK norm")
+    if getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads):
+        problems.append("it uses grouped-query attention")
+    if problems:
+        return problems
+    for name, tensor in model.named_parameters():
+        if not torch.isfinite(tensor).all():
+            problems.append(f"weight {name} holds NaN or infinite values")
+    for index, block in enumerate(model.blocks):
+        scale = float(block.attn.attn_scale) if cfg.use_attn_scale else 1.0
+        if not math.isfinite(scale) or scale <= 0:
+            problems.append(f"layer {index}'s attention scale {scale} is not a positive number")
+    return problems
+
+
+def check_attention_only(model: Any, n_layers: int | None = None, n_heads: int = 1, what: str = "the proofs") -> None:
+    """Raise :class:`~gbmi_core.ModelRefused` naming every problem :func:`attention_only_problems` finds."""
+    problems = attention_only_problems(model, n_layers, n_heads)
+    if problems:
+        raise ModelRefused(f"model refused by {what}: " + "; ".join(problems))
+
+
+def attention_only_weights(model: Any, dtype: torch.dtype = torch.float64) -> AttentionOnly:
+    """The weights of an attention-only HookedTransformer (head 0 of each layer), detached, on the CPU."""
+
+    def get(t):
+        return t.detach().to(dtype=dtype, device="cpu")
+
+    layers = []
+    for block in model.blocks:
+        attn = block.attn
+        scale = float(attn.attn_scale) if model.cfg.use_attn_scale else 1.0
+        layers.append(Layer(W_Q=get(attn.W_Q[0]), W_K=get(attn.W_K[0]), W_V=get(attn.W_V[0]), W_O=get(attn.W_O[0]),
+                            b_Q=get(attn.b_Q[0]), b_K=get(attn.b_K[0]), b_V=get(attn.b_V[0]), b_O=get(attn.b_O),
+                            attn_scale=scale))
+    return AttentionOnly(W_E=get(model.W_E), W_pos=get(model.W_pos), layers=tuple(layers), W_U=get(model.W_U),
+                         b_U=get(model.b_U))
+
+
+def softmax_weight_lower(target_lo: torch.Tensor, others_hi: torch.Tensor, certified: bool = True) -> torch.Tensor:
+    """A rigorous lower bound on the softmax weight of one key.
+
+    ``target_lo [...]`` bounds its score from below, ``others_hi [..., k]`` bounds each other key's score
+    from above (``-inf`` for a key that is not there).  The weight is ``1 / (1 + Σ exp(other - target))``,
+    decreasing in every ``other - target``, so evaluating it at the bounds, rounding outward, bounds it
+    below.  NaN anywhere gives 0 (nothing certified).
+    """
+    diff = Interval.exact(others_hi, certified) - Interval.exact(target_lo, certified)[..., None]
+    weight = (1 + diff.exp().sum(-1)).reciprocal().lo
+    return torch.nan_to_num(weight, nan=0.0).clamp(min=0.0)
+
+
+def mixture_bounds(weight_lo: torch.Tensor, target_lo: torch.Tensor, target_hi: torch.Tensor,
+                   others_lo: torch.Tensor, others_hi: torch.Tensor,
+                   certified: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rigorous bounds on ``Σ_k a_k y_k`` when ``a`` is a probability vector with ``a_t >= weight_lo``.
+
+    ``y_t`` lies in ``[target_lo, target_hi]`` and every other ``y_k`` in ``[others_lo, others_hi]``.  The
+    sum is ``o + a_t (y_t - o)`` with ``o`` an average of the others, linear in ``a_t ∈ [weight_lo, 1]``, so
+    its least value is ``min(target_lo, others_lo + weight_lo (target_lo - others_lo))`` and its largest
+    ``max(target_hi, others_hi + weight_lo (target_hi - others_hi))``.  Returns ``(lo, hi)``, rounded outward.
+    """
+    w = Interval.exact(weight_lo.clamp(0.0, 1.0), certified)
+    t_lo, t_hi = Interval.exact(target_lo, certified), Interval.exact(target_hi, certified)
+    o_lo, o_hi = Interval.exact(others_lo, certified), Interval.exact(others_hi, certified)
+    lo = torch.minimum(target_lo, (o_lo + w * (t_lo - o_lo)).lo)
+    hi = torch.maximum(target_hi, (o_hi + w * (t_hi - o_hi)).hi)
+    return lo, hi
+
+
+__all__ = ["AttentionOnly", "Layer", "attention_only_problems", "attention_only_weights", "check_attention_only",
+           "mixture_bounds", "softmax_weight_lower"]
