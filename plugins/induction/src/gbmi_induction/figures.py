@@ -1,0 +1,112 @@
+"""Pictures of the induction mechanism, for ``gbmi explain induction``.
+
+Each function takes a model (any HookedTransformer the proofs accept) and returns a matplotlib ``Figure``
+(no pyplot state).  Attention patterns are averaged over a fixed sample of the task's inputs; the circuit
+pictures read the model's path tables directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .model import check_model, sample, tables
+
+_SAMPLES = 4096
+
+
+def _figure(width=6.0, height=4.5, ncols=1):
+    import matplotlib.figure
+
+    figure = matplotlib.figure.Figure(figsize=(width, height), layout="constrained")
+    return figure, figure.subplots(1, ncols)
+
+
+def _heatmap(figure, axes, matrix, title, xlabel, ylabel, diverging=True, annotate=False):
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if diverging:
+        top = float(np.abs(matrix).max()) or 1.0
+        image = axes.imshow(matrix, cmap="RdBu_r", vmin=-top, vmax=top, aspect="auto", interpolation="nearest")
+    else:
+        image = axes.imshow(matrix, cmap="viridis", aspect="auto", interpolation="nearest", vmin=0)
+    if annotate:
+        for (r, c), value in np.ndenumerate(matrix):
+            axes.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w")
+    axes.set_title(title, fontsize=10)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    figure.colorbar(image, ax=axes)
+    return figure
+
+
+def _patterns(model):
+    check_model(model)
+    d, n = model.cfg.d_vocab, model.cfg.n_ctx
+    tokens = sample(d, n, _SAMPLES, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
+    return tokens, cache["blocks.0.attn.hook_pattern"][:, 0], cache["blocks.1.attn.hook_pattern"][:, 0, -1]
+
+
+def previous_token(model, strategy=None):
+    _, layer0, _ = _patterns(model)
+    figure, axes = _figure()
+    return _heatmap(figure, axes, layer0.mean(0).numpy(),
+                    "layer 0: mean attention (query position x key position)\nthe sub-diagonal is the previous token",
+                    "key position", "query position", diverging=False, annotate=True)
+
+
+def induction(model, strategy=None):
+    tokens, _, layer1 = _patterns(model)
+    n = tokens.shape[1]
+    match = (tokens[:, : n - 2] == tokens[:, -1:]).int().argmax(-1)
+    rows = np.stack([layer1[match == i].mean(0).numpy() for i in range(n - 2)])
+    figure, axes = _figure()
+    return _heatmap(figure, axes, rows,
+                    "layer 1 at the last position: mean attention by match position i\n"
+                    "(the answer sits at key i+1)", "key position", "match position i", diverging=False,
+                    annotate=True)
+
+
+def matching(model, strategy=None):
+    """Mean layer-1 score from the query token q (its own position) to keys whose previous token is u."""
+    T = tables(model)
+    n = T.n
+    Q = T.EQ.mid[:, n - 1]  # [q, H]: the query's own-token part
+    prev = T.EK.mid[:, 1:].mean(0)[None] + T.OK.mid[:, :-1]  # [u, positions, H]: key whose previous token is u
+    scores = torch.einsum("qh,ujh->qu", Q, prev) / (n - 1)
+    figure, axes = _figure()
+    return _heatmap(figure, axes, scores.numpy(),
+                    "layer 1 score: query token q against a key whose previous token is u\n"
+                    "(mean over key positions; the diagonal is the induction match)", "previous token u",
+                    "query token q")
+
+
+def copying(model, strategy=None):
+    T = tables(model)
+    figure, axes = _figure()
+    ov = T.EV.mid.mean(1)  # [token, output]: what attending to a token adds to each logit
+    return _heatmap(figure, axes, ov.numpy(), "layer 1 OV circuit through the unembedding\n"
+                    "(key token x output logit; the diagonal copies)", "output token", "attended token")
+
+
+def proof_map(model, strategy=None):
+    if strategy is None:
+        raise ValueError("the proof map needs a strategy (gbmi explain induction --strategy pair-bounds)")
+    from .pairs import group_map
+
+    proved = group_map(model, int(strategy.spec.options.get("steps", 2)))  # [q, i, a]
+    n_match = proved.shape[1]
+    figure, axes = _figure(3.2 * n_match, 3.4, ncols=n_match)
+    axes = np.atleast_1d(axes)
+    for i in range(n_match):
+        axes[i].imshow(proved[:, i].numpy(), cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
+        axes[i].set_title(f"i = {i}: {int(proved[:, i].sum())} groups proved", fontsize=9)
+        axes[i].set_xlabel("answer a")
+        axes[i].set_ylabel("query q")
+    figure.suptitle(f"{strategy.spec.name}: groups (q, i, a) proved", fontsize=10)
+    return figure
+
+
+FIGURES = {"previous-token": previous_token, "induction": induction, "matching": matching, "copying": copying,
+           "proof-map": proof_map}
