@@ -1,0 +1,63 @@
+import functools
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gbmi_induction.config import InductionConfig
+from gbmi_induction.model import build_model
+
+GBMI = os.path.join(os.path.dirname(sys.executable), "gbmi")
+
+
+def gbmi(*args, **env):
+    """Run the ``gbmi`` CLI as a user would: none of this shell's ``GBMI_*`` settings, plus ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GBMI_")}
+    return subprocess.run([GBMI, *args], capture_output=True, text=True, env={**base, **env}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    import gbmi_core
+
+    return gbmi_core.get_registry()
+
+
+@pytest.fixture(scope="session")
+def reference_model():
+    from gbmi_induction.reference import load_reference_model
+
+    return load_reference_model()
+
+
+def random_model(d, n, seed=0, scale=1.0, qk_scale=1.0, d_model=8, d_head=4, biases=False):
+    """An untrained model with normal weights times ``scale``, attention scores sharpened by ``qk_scale``."""
+    model = build_model(InductionConfig(d=d, n=n, d_model=d_model, d_head=d_head, seed=seed))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "b_" in name.split(".")[-1] and not biases:
+                continue
+            fan_in = parameter.shape[-2] if parameter.dim() >= 2 else parameter.shape[-1]
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale / fan_in**0.5)
+        for block in model.blocks:
+            block.attn.W_Q.mul_(qk_scale)
+            block.attn.W_K.mul_(qk_scale)
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_weights(d, n, seed, steps):
+    from gbmi_induction.train import train
+
+    config = InductionConfig(d=d, n=n, d_model=16, d_head=8, seed=seed, steps=steps, eval_samples=512)
+    return train(config, progress=False).model.state_dict()
+
+
+def trained_model(d, n, seed=0, steps=1500):
+    """A small model trained by our recipe (once per process and configuration)."""
+    model = build_model(InductionConfig(d=d, n=n, d_model=16, d_head=8, seed=seed))
+    model.load_state_dict(_trained_weights(d, n, seed, steps))
+    return model

@@ -1,0 +1,90 @@
+"""The induction model: inputs, the fast forward, path tables, which models are accepted, training."""
+
+import math
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from gbmi_core import ModelRefused
+from gbmi_induction.brute_force import _point, logits
+from gbmi_induction.config import InductionConfig
+from gbmi_induction.model import (all_inputs, check_model, count_inputs, label, last_logits, prefixes, sample,
+                                  tables)
+from gbmi_induction.train import train
+
+from .conftest import random_model
+
+
+def test_inputs_are_every_valid_sequence_once():
+    d, n = 6, 5
+    X = all_inputs(d, n)
+    assert len(X) == count_inputs(d, n) == math.perm(6, 4) * 3
+    assert len({tuple(row) for row in X.tolist()}) == len(X)
+    for row in X.tolist():
+        assert len(set(row[:-1])) == n - 1 and row[-1] in row[: n - 2]
+    assert count_inputs(16, 6) == 2_096_640 and count_inputs(16, 8) == 345_945_600
+    P = prefixes(6, 4)
+    assert P.tolist() == sorted(P.tolist())  # lexicographic, so chunks can resume anywhere
+    assert torch.equal(prefixes(6, 4, 100, 140), P[100:140])
+
+
+def test_label_is_the_token_after_the_earlier_copy():
+    tokens = torch.tensor([[3, 1, 4, 0, 5, 1], [3, 1, 4, 0, 5, 3], [3, 1, 4, 0, 5, 0]])
+    assert label(tokens).tolist() == [4, 1, 5]
+    drawn = sample(16, 6, 500, torch.Generator().manual_seed(0))
+    assert all(len(set(row[:-1])) == 5 and row[-1] in row[:4] for row in drawn.tolist())
+
+
+@pytest.mark.parametrize("biases", [False, True])
+def test_fast_forward_and_tables_match_the_hooked_transformer(biases):
+    model = random_model(7, 5, seed=3, scale=2.0, biases=biases)
+    X = all_inputs(7, 5)[::7]
+    expected = model(X)[:, -1]
+    torch.testing.assert_close(last_logits(model, X), expected, rtol=1e-3, atol=1e-3)  # float32 sums
+    exact = model.to(torch.float64)(X)[:, -1]
+    torch.testing.assert_close(logits(_point(tables(model.float())), X).lo, exact.double(), rtol=1e-10, atol=1e-10)
+    certified = logits(tables(model), X)
+    assert bool(((certified.lo <= exact) & (exact <= certified.hi)).all())
+
+
+def _ht(**overrides):
+    cfg = dict(n_layers=2, n_heads=1, d_model=8, d_head=4, d_vocab=6, d_vocab_out=6, n_ctx=5, attn_only=True,
+               normalization_type=None, device="cpu", act_fn=None, seed=0)
+    cfg.update(overrides)
+    return HookedTransformer(HookedTransformerConfig(**cfg))
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ({"attn_only": False, "d_mlp": 16, "act_fn": "relu"}, "it has an MLP"),
+    ({"normalization_type": "LN"}, "it uses LN normalisation"),
+    ({"n_heads": 2}, "it has 2 attention heads"),
+    ({"n_layers": 3}, "it has 3 layers"),
+    ({"n_layers": 1}, "it has 1 layers"),
+    ({"d_vocab_out": 7}, "differs from its output vocabulary"),
+    ({"positional_embedding_type": "rotary", "rotary_dim": 4}, "its positional embedding is 'rotary'"),
+    ({"n_ctx": 8}, "does not fit a vocabulary of 6"),
+])
+def test_models_outside_the_family_are_refused_with_the_reason(overrides, reason):
+    with pytest.raises(ModelRefused, match=reason):
+        check_model(_ht(**overrides))
+
+
+def test_any_model_of_the_family_is_accepted():
+    check_model(_ht())  # TransformerLens' own initialisation, trainable biases
+    check_model(_ht(d_model=12, d_head=5, d_vocab=9, d_vocab_out=9, n_ctx=6))
+    model = _ht()
+    with torch.no_grad():
+        model.W_E[1, 1] = float("inf")
+    with pytest.raises(ModelRefused, match="weight embed.W_E holds NaN or infinite values"):
+        check_model(model)
+    with pytest.raises(ModelRefused, match="not a Linear"):
+        check_model(torch.nn.Linear(2, 2))
+
+
+def test_training_is_deterministic_and_learns():
+    config = InductionConfig(d=6, n=5, d_model=8, d_head=4, seed=4, steps=300, eval_samples=256)
+    first, second = train(config, progress=False), train(config, progress=False)
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert first.metrics["eval_accuracy"] > 0.5 and first.metrics["steps"] == 300
