@@ -6,7 +6,7 @@ import torch
 from mpmath import iv
 
 from gbmi_core import TooLarge
-from gbmi_induction.brute_force import brute_force, screen_allowance
+from gbmi_induction.brute_force import _point, brute_force, screen_allowance
 from gbmi_induction.model import all_inputs, build_model, tables
 from gbmi_induction.config import InductionConfig
 
@@ -145,10 +145,27 @@ def test_brute_force_agrees_with_the_float64_hooked_transformer(make):
     bound = brute_force(model)
     assert bound.extra["undecided"] == 0
     assert bound.correct_count == int((margin > 0).sum())
-    assert 0 < screen_allowance(tables(model)) < 0.1  # a proved allowance, far below these margins
+    T = tables(model)
+    assert 0 < screen_allowance(T, _point(T, torch.float64)) < screen_allowance(T)  # float32: maybe inf
 
 
 def test_brute_force_refuses_what_it_cannot_enumerate():
     model = build_model(InductionConfig(d=64, n=8, d_model=8, d_head=4))
     with pytest.raises(TooLarge, match="infeasible"):
         brute_force(model)
+
+
+def test_float32_exp_is_within_the_screens_assumed_ulps():
+    """The screen assumes float32 ``exp`` is within EXP32_ULPS ulps (plus the underflow allowance)."""
+    import mpmath
+
+    from gbmi_induction.brute_force import PRECISIONS
+
+    u, eta, ulps = PRECISIONS[torch.float32]
+    x = torch.cat([torch.linspace(-104, 0, 20001), -torch.rand(20000, generator=torch.Generator().manual_seed(0)) * 30,
+                   torch.tensor([0.0, -1e-30, -87.3, -88.7, -103.9])]).float()
+    y = x.exp()
+    mpmath.mp.prec = 100
+    for xi, yi in zip(x.tolist(), y.tolist()):
+        exact = mpmath.exp(mpmath.mpf(xi))
+        assert abs(mpmath.mpf(yi) - exact) <= exact * ulps * 2 * u + eta, xi

@@ -120,7 +120,7 @@ def gbmi_training():
 def gbmi_proof_strategies():
     return [
         StrategySpec(task=TASK, name="brute-force",
-                     summary="Evaluate every input exactly: a float64 screen with a proved error allowance, "
+                     summary="Evaluate every input exactly: a float32 screen with a proved error allowance, "
                              "intervals for the rest.",
                      complexity="O(d^(n-1) n (n + d + H))", verify=_verify_brute_force,
                      unexplained_dimension=_dimension_brute_force, family="brute-force"),

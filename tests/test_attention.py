@@ -1,0 +1,84 @@
+"""gbmi_core.attention: the certified attention bounds (against exact arithmetic) and the architecture checks."""
+
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from gbmi_core import ModelRefused
+from gbmi_core.attention import attention_only_problems, attention_only_weights, check_attention_only, \
+    mixture_bounds, softmax_weight_lower
+
+floats = st.floats(-60, 60, allow_nan=False, width=32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(target=floats, others=st.lists(floats, min_size=0, max_size=6))
+def test_softmax_weight_lower_is_below_the_exact_weight(target, others):
+    import mpmath
+
+    bound = float(softmax_weight_lower(torch.tensor(target, dtype=torch.float64),
+                                       torch.tensor(others, dtype=torch.float64).reshape(-1)))
+    mpmath.mp.prec = 200
+    exact = 1 / (1 + sum((mpmath.exp(mpmath.mpf(o) - mpmath.mpf(target)) for o in others), mpmath.mpf(0)))
+    assert 0 <= bound <= exact
+    assert bound >= float(exact) * (1 - 1e-12) - 1e-300  # and tight
+
+
+def test_softmax_weight_lower_is_zero_for_nan_and_one_alone():
+    assert float(softmax_weight_lower(torch.tensor(0.0, dtype=torch.float64), torch.tensor([float("nan")]))) == 0.0
+    alone = float(softmax_weight_lower(torch.tensor(3.0, dtype=torch.float64), torch.empty(0, dtype=torch.float64)))
+    absent = float(softmax_weight_lower(torch.tensor(0.0, dtype=torch.float64), torch.tensor([float("-inf")])))
+    assert 1 - 1e-15 < alone <= 1 and 1 - 1e-15 < absent <= 1  # rounded outward, so just below 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(weight=st.floats(0, 1), target=st.tuples(floats, floats), other=st.tuples(floats, floats),
+       split=st.lists(st.floats(0, 1), min_size=1, max_size=4), picks=st.lists(st.floats(0, 1), min_size=5, max_size=5))
+def test_mixture_bounds_hold_for_every_admissible_average(weight, target, other, split, picks):
+    t_lo, t_hi = sorted(target)
+    o_lo, o_hi = sorted(other)
+    lo, hi = mixture_bounds(*(torch.tensor(x, dtype=torch.float64) for x in (weight, t_lo, t_hi, o_lo, o_hi)))
+    # an exact average: weight >= `weight` on the target, the rest spread over others, values anywhere allowed
+    w_t = Fraction(weight) + (1 - Fraction(weight)) * Fraction(picks[0])
+    rest = [Fraction(s) for s in split]
+    total = sum(rest) or Fraction(1)
+    others = [(1 - w_t) * r / total for r in rest] if sum(rest) else [1 - w_t]
+    y_t = Fraction(t_lo) + (Fraction(t_hi) - Fraction(t_lo)) * Fraction(picks[1])
+    ys = [Fraction(o_lo) + (Fraction(o_hi) - Fraction(o_lo)) * Fraction(picks[2 + k % 3]) for k in range(len(others))]
+    value = w_t * y_t + sum(a * y for a, y in zip(others, ys))
+    assert Fraction(float(lo)) <= value <= Fraction(float(hi))
+
+
+transformer_lens = pytest.importorskip("transformer_lens")
+
+
+def _ht(**overrides):
+    cfg = dict(n_layers=2, n_heads=1, d_model=8, d_head=4, d_vocab=6, d_vocab_out=6, n_ctx=5, attn_only=True,
+               normalization_type=None, device="cpu", act_fn=None, seed=0)
+    cfg.update(overrides)
+    return transformer_lens.HookedTransformer(transformer_lens.HookedTransformerConfig(**cfg))
+
+
+def test_architecture_checks_name_every_problem():
+    assert attention_only_problems(_ht(), n_layers=2) == []
+    assert attention_only_problems(_ht(), n_layers=None) == []
+    problems = attention_only_problems(_ht(n_heads=2, normalization_type="LN"), n_layers=1)
+    assert problems == ["it has 2 layers (the proofs need exactly 1)",
+                        "it has 2 attention heads (the proofs need exactly 1)", "it uses LN normalisation (the proofs need none)"]
+    with pytest.raises(ModelRefused, match="model refused by my task: .*it has an MLP"):
+        check_attention_only(_ht(attn_only=False, d_mlp=8, act_fn="relu"), 2, what="my task")
+    assert attention_only_problems(torch.nn.Linear(2, 2)) == [
+        "the proofs take a transformer_lens HookedTransformer, not a Linear"]
+
+
+def test_weights_are_every_layers_head_in_float64():
+    model = _ht()
+    w = attention_only_weights(model)
+    assert len(w.layers) == 2 and w.W_E.dtype == torch.float64
+    assert torch.equal(w.layers[1].W_Q, model.blocks[1].attn.W_Q[0].double())
+    assert torch.equal(w.layers[0].b_O, model.blocks[0].attn.b_O.double())
+    assert w.layers[0].attn_scale == math.sqrt(4)
+    assert torch.equal(w.embed()[3, 2], model.W_E[3].double() + model.W_pos[2].double())
