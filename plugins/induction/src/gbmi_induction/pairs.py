@@ -1,32 +1,33 @@
-"""The compact proof: bounds over adjacent token pairs instead of over inputs.
+"""The compact proof: bounds per adjacent token pair and per group, instead of per input.
 
-The mechanism (``docs``: the induction figures) is a previous-token head in layer 0 and an induction head
-in layer 1.  What layer 0 leaves at position ``j`` is ``e(x_j, j) + Σ_k a_jk o(x_k, k)``, and its
-attention ``a_jk`` sits mostly on ``k = j-1``.  So every quantity layer 1 reads at ``j`` is, up to a
-bounded remainder, a function of the **pair** ``(x_{j-1}, x_j)``:
+The mechanism (``gbmi explain induction``): layer 0 is a previous-token head, layer 1 an induction head.
+What layer 0 leaves at position ``j`` is ``e(x_j, j) + Σ_k a_jk o(x_k, k)`` (a convex combination), and
+its attention sits mostly on ``k = j-1``.  So what layer 1 reads there is, up to a bounded remainder, a
+function of the **pair** ``(u, v) = (x_{j-1}, x_j)``:
 
-1. ``α[u, v, j]``: a certified lower bound on layer 0's attention from ``(v at j)`` to ``(u at j-1)``, the
-   other keys' scores taken at their worst over all tokens (:func:`gbmi_core.attention.softmax_weight_lower`).
-2. Every linear readout of the residual (layer-1 values through the unembedding, the direct path) is
-   bounded per pair by :func:`gbmi_core.attention.mixture_bounds`: weight ``>= α`` on the previous token's
-   row, the rest anywhere between the extreme rows of the other keys.
-3. The layer-1 score of key ``j`` from the query is bilinear: ``Σ_{k,l} c_k a_l M_kl`` with ``M_kl =
-   (EQ_q + OQ_k)·(EK_j + OK_l)``; the pair of previous tokens ``(n-2, j-1)`` carries weight ``>= γ α``
-   (``γ = α[p, q, n-1]`` for the query, ``p = x_{n-2}``), every other term lies within bounds from four
-   small tables.  So scores are bounded per (query pair, key pair): ``[d, d, d, d, n]``.
-4. Inputs are split by ``(q, i, a, p)``: query token, match position, answer, and ``p = x_{n-2}`` (what
-   the query's previous-token head reads).  Every other position holds a fixed token or a *distractor*
-   (any token not among ``q``, ``a``, ``p``).  Layer 1's attention on the answer's position ``i+1`` is bounded
-   below from its score's lower bound and every other key's upper bound maximised over the pairs its
-   position can hold; the logit margin ``logit[a] - logit[x]`` below by the direct path plus a mixture of
-   the answer's value and the worst other value.  A subgroup whose margin bound is positive for every
-   ``x`` is proved; it holds a known number of inputs.
+1. :func:`readout_bounds`: any linear readout of the residual at ``j`` (a value through the unembedding, a
+   key read by a query) is bounded per pair: the two known keys mixed exactly, the earlier keys' share and
+   rows bounded, weight and value of each earlier key's token taken together.  Tables ``[d, d, n, *F]``.
+2. :func:`score_bounds`: layer 1's query at the last position is itself an average, over layer 0's row
+   there, of *atoms* ``EQ_q + OQ(t, k)``, so a score gap ``s_j - s_{i+1}`` is the same average of the atoms'
+   gaps.  Atom-by-pair score bounds: ``[q, (t, k), u, v, j]``, ``d^4 n^2`` entries.
+3. :func:`_prove`, per group ``(q, i, a)`` (query token, match position, answer; ``d (d-1) (n-2)`` groups
+   of ``(d-2)!/(d-n+1)!`` inputs): positions ``i`` and ``n-1`` hold ``q``, ``i+1`` holds ``a``, the others
+   distinct *distractors*.  For each other key ``j`` and each pair it can hold, the query row's average of
+   the atom gaps is bounded with that pair's tokens fixed in the query row too (:class:`_Row`: known keys
+   exactly, the other distractors by Dinkelbach's method for fractional programs, whose roots are the
+   certificate); the largest over pairs bounds ``s_j - s_{i+1}``.  Layer 1's attention on ``i+1`` follows,
+   and the logit margin ``logit[a] - logit[x]`` is bounded by the direct path, the answer's value and a
+   small LP over the other keys' attention, in which at most one distractor holds ``x`` (and that one's
+   attention cap is the one of a key holding ``x``).  A group whose bound is positive for every ``x`` is
+   proved, with all its inputs.
 
-Relaxations (each makes the bound smaller, never larger): distractors need not be distinct from each
-other; for scores a distractor is any token but ``q``, for values any token but ``a``; the remainder of
-each attention row ranges over every token at every position.
+Relaxations (each can only lower the bound): distractors need not be distinct from each other except
+where a pair fixes them; the remainder of a layer-0 row ranges over every token at every earlier position;
+values of distractor pairs are taken at their worst over tokens other than ``a`` (and ``x``).  Every
+number is computed in outward-rounded intervals (:mod:`gbmi_core.certified`).
 
-Cost ``O(d^4 n (d + H))``, independent of the number of inputs (``d^(n-1) n``).
+Cost ``O(d^5 n^2 + d^4 n^2 H)``, independent of the number of inputs (``d^(n-1) (n-2)``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def readout_bounds(T: Tables, fE: Interval, fO: Interval) -> tuple[torch.Tensor,
     with ``a = 1 / (1 + exp(s_v - s_u))``.  The unknown keys ``k <= j-2`` (any token) have scores at most
     their worst, so their share of the row is at most ``ρ = Σ_k exp(hi_k) / (exp(s_u) + exp(s_v) + Σ_k
     exp(hi_k))``, and their rows lie between the extreme rows: :func:`mixture_bounds` with weight ``1 - ρ``
-    on ``f_known``."""
+    on ``f_known``.  A second bound takes each unknown key's weight and value from the same token (it moves
+    the mean by at most ``max_t w_t (f_t - f_known) / W``); the tighter of the two is kept."""
     S = T.S0
     d, n = fE.shape[0], fE.shape[1]
     extra = fE.shape[2:]
@@ -211,8 +213,9 @@ class Lambdas:
     them.  Search records them (``arrays=None``); verification replays them and only checks ``F(λ) <= 0``.  A
     missing, extra or misshapen array is no error: that bound falls back to the crude one (sound, weaker)."""
 
-    def __init__(self, arrays=None, steps: int = 2):
+    def __init__(self, arrays=None, steps: int = 2, check: bool = True):
         self.replay = arrays is not None
+        self.check = check  # False while searching: the roots are wanted, not the bounds
         self.arrays = [torch.as_tensor(a, dtype=torch.float64) for a in (arrays or [])]
         self.found: list[torch.Tensor] = []
         self.steps = steps
@@ -249,6 +252,8 @@ def _dinkelbach(numerator: Interval, total: Interval, keys: list, allowed: torch
     lam = lam + 1e-9 * (1 + lam.abs())
     if lambdas is not None:
         lambdas.found.append(lam)
+        if not lambdas.check:
+            return crude
     return _check(numerator, total, keys, allowed, crude, lam, dim)
 
 
@@ -300,7 +305,7 @@ def _roles(n: int, i: int) -> list[str]:
 
 def search(model, steps: int = 2) -> dict:
     """The certificate: every Dinkelbach root λ the verification will check (``steps`` iterations each)."""
-    lambdas = Lambdas(None, steps)
+    lambdas = Lambdas(None, steps, check=False)
     _prove(model, lambdas)  # records the roots in lambdas.found
     return {f"lambda_{index:04d}": lam.numpy() for index, lam in enumerate(lambdas.found)} | {"steps": steps}
 
@@ -322,7 +327,7 @@ def group_map(model, steps: int = 2) -> torch.Tensor:
     return _prove(model, Lambdas(None, steps))[1]
 
 
-def _prove(model, lambdas: Lambdas, _debug=None) -> tuple[Bound, torch.Tensor]:
+def _prove(model, lambdas: Lambdas) -> tuple[Bound, torch.Tensor]:
     check_floating_point()
     T = tables(model)
     d, n, H = T.d, T.n, T.OQ.shape[-1]
@@ -335,11 +340,12 @@ def _prove(model, lambdas: Lambdas, _debug=None) -> tuple[Bound, torch.Tensor]:
     AEK = (atoms * T.EK[:, n - 1][:, None]).sum(-1).hi.reshape(d, d, n)  # [q, t, k]
     AOK = matmul(atoms.reshape(-1, H), T.OK.reshape(d * n, H).T).hi.reshape(d, d * n, d, n)  # [q, A, t', l]
     # Values and the direct path as differences logit[a] - logit[x], lower ends: F = (a, x).
-    v_lo, _ = readout_bounds(T, T.EV[..., :, None] - T.EV[..., None, :], T.OV[..., :, None] - T.OV[..., None, :])
-    v_ax = v_lo.permute(3, 4, 0, 1, 2)  # [a, x, u, v, j]
     eye = torch.eye(d, dtype=torch.bool)
-    not_a = eye[:, None, :].expand(d, d, d)  # [a, x, token]
-    value_not_x = _over_pairs(v_ax, not_a, not_a | eye[None, :, :], "min")
+    if lambdas.check:
+        v_lo, _ = readout_bounds(T, T.EV[..., :, None] - T.EV[..., None, :], T.OV[..., :, None] - T.OV[..., None, :])
+        v_ax = v_lo.permute(3, 4, 0, 1, 2)  # [a, x, u, v, j]
+        not_a = eye[:, None, :].expand(d, d, d)  # [a, x, token]
+        value_not_x = _over_pairs(v_ax, not_a, not_a | eye[None, :, :], "min")
     ED_last = T.ED[:, n - 1, :, None] - T.ED[:, n - 1, None, :]  # [q, a, x]
     EV_last = T.EV[:, n - 1, :, None] - T.EV[:, n - 1, None, :]
     OD_ax = (T.OD[..., :, None] - T.OD[..., None, :]).lo.permute(2, 0, 3, 1)  # [a, t, x, k]
@@ -383,9 +389,9 @@ def _prove(model, lambdas: Lambdas, _debug=None) -> tuple[Bound, torch.Tensor]:
                 pair_free.remove(j)
                 allowed = allowed & (t_ != vg[..., None])
             pair_row = _Row(S_query, pair_known, pair_free, allowed, lambdas)
-            hi_j = s_hi6[:, :, :, :, :, j].permute(0, 3, 4, 1, 2)[:, None]  # [q, 1, u, v, t, k]
-            g = hi_j - target[:, :, None, None]  # [q, a, u, v, t, k]
-            avg = pair_row.average_hi(lambda k: g[..., k], floor=_FLOOR)  # [q, a, u, v]
+            hi_j = s_hi6[:, :, :, :, :, j].permute(0, 3, 4, 1, 2)[:, None]  # [q, 1, u, v, t, k] (a view)
+            # the gap of atom (t, k): [q, a, u, v, t], made per position k when asked
+            avg = pair_row.average_hi(lambda k: hi_j[..., k] - target[:, :, None, None, :, k], floor=_FLOOR)
             ok_u = _role_mask(u_role, ug, qg, ag) if j >= 1 else (ug == 0)
             ok_v = _role_mask(v_role, vg, qg, ag)
             if u_role == "D" and v_role == "D":
@@ -395,6 +401,13 @@ def _prove(model, lambdas: Lambdas, _debug=None) -> tuple[Bound, torch.Tensor]:
             if v_role == "D":  # the gap when this position holds token v = x: [q, a, x]
                 holder_gap[j] = avg.amax(2)
         deltas = torch.stack(gaps, -1)  # [q, a, J]: upper bounds on s_j - s_{i+1}
+        # The query's own value and the direct path, through the query's row: [q, a, x]
+        own = (EV_last[q_, a_] + Interval.exact(
+            row.average_lo(lambda k: OV_ax[None, :, None, None, :, :, k])[:, :, 0, 0])).lo
+        direct = (ED_last[q_, a_] + Interval.exact(
+            row.average_lo(lambda k: OD_ax[None, :, None, None, :, :, k])[:, :, 0, 0])).lo
+        if not lambdas.check:  # searching: every root is found
+            continue
         beta = softmax_weight_lower(torch.zeros(d, d, dtype=torch.float64), deltas)
         # Values: the answer's, and each other position's at its worst, for every wrong output x.  At most
         # one distractor holds x (they are distinct, and none is q).  Candidates: no position holds x (every
@@ -403,8 +416,6 @@ def _prove(model, lambdas: Lambdas, _debug=None) -> tuple[Bound, torch.Tensor]:
         answer_value = v_ax[a_, :, q_, a_, i + 1]  # [q, a, x]
         positions = [j for j in range(n) if j != i + 1]
         no_x = torch.stack([_pair_value(value_not_x, v_ax, roles, j, q_, a_) for j in positions], -1)  # [q,a,x,J]
-        own = (EV_last[q_, a_] + Interval.exact(
-            row.average_lo(lambda k: OV_ax[None, :, None, None, :, :, k])[:, :, 0, 0])).lo  # [q, a, x]
         no_x[..., -1] = own
         caps = Interval.exact(deltas).exp().hi.clamp(max=1.0)[:, :, None].expand_as(no_x)  # b_j <= e^(s_j - s_t) b_t
         values, limits = [no_x], [caps]
@@ -421,14 +432,9 @@ def _prove(model, lambdas: Lambdas, _debug=None) -> tuple[Bound, torch.Tensor]:
         budget = (1 - Interval.exact(beta)).hi  # Σ_{j != i+1} b_j <= 1 - β
         spread = _worst_spread(values - answer_value[..., None, None], limits,
                                budget[:, :, None, None]).amin(-1)  # [q, a, x]
-        direct = (ED_last[q_, a_] + Interval.exact(
-            row.average_lo(lambda k: OD_ax[None, :, None, None, :, :, k])[:, :, 0, 0])).lo
         margin = (Interval.exact(direct) + answer_value + spread).lo  # [q, a, x]
         margin = margin.masked_fill(eye[None].expand_as(margin), _INF)  # x = a is no competitor
         group_ok[:, i] = (margin > 0).all(-1) & ~eye
-        if _debug is not None:
-            _debug[i] = dict(deltas=deltas, beta=beta, margin=margin, direct=direct, answer=answer_value,
-                             spread=spread)
     per_group = math.perm(d - 2, n - 3)
     proved = int(group_ok.sum())
     bound = Bound(correct_count=proved * per_group, total_count=math.perm(d, n - 1) * (n - 2), certified=True,
