@@ -9,6 +9,7 @@ from .errors import (CertificateRejected, ConfigError, CorruptEntry, DuplicateNa
                      ModelRefused, PluginLoadError, StoreError, TooLarge, UnknownName)
 from .bundle import CheckResult, check
 from .hookspecs import PROJECT_NAME
+from .lazy import lazy
 from .memory import memory_budget
 from .records import Bound, Certificate, FigureSpec, ModelSpec, ProofResult, StrategySpec, TaskSpec, TrainedModel, TrainerSpec
 from .registry import Registry, Strategy, get_registry
@@ -22,5 +23,5 @@ __all__ = [
     "Bound", "Certificate", "FigureSpec", "CertificateRejected", "CheckResult", "check", "ConfigError", "CorruptEntry", "DuplicateName", "GbmiError", "MemoryRefused", "memory_budget",
     "ModelRefused", "ModelSpec", "PluginLoadError", "ProofResult", "Registry", "Store", "StoreError", "Strategy",
     "StrategySpec", "TaskSpec", "TooLarge", "TrainedModel", "TrainerSpec", "UnknownName", "default_store_path",
-    "get_registry", "hookimpl", "results_frame",
+    "get_registry", "hookimpl", "lazy", "results_frame",
 ]

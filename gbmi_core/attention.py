@@ -140,6 +140,24 @@ def attention_only_weights(model: Any, dtype: torch.dtype = torch.float64) -> At
                          b_U=get(model.b_U))
 
 
+def build_attention_only(*, n_layers: int, d_model: int, d_head: int, d_vocab: int, n_ctx: int, seed: int,
+                         n_heads: int = 1):
+    """A fresh attention-only HookedTransformer (no LayerNorm, learned positions), initialised from ``seed``,
+    with every bias frozen at 0, as both tasks' proofs are usually trained.  Needs ``transformer_lens``."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_head=d_head, d_vocab=d_vocab, d_vocab_out=d_vocab,
+        n_ctx=n_ctx, attn_only=True, normalization_type=None, positional_embedding_type="standard", seed=seed,
+        device="cpu", act_fn=None,
+    )
+    model = HookedTransformer(cfg, move_to_device=False)
+    for name, parameter in model.named_parameters():
+        if name.split(".")[-1].startswith("b_"):
+            parameter.requires_grad_(False)
+    return model
+
+
 def softmax_weight_lower(target_lo: torch.Tensor, others_hi: torch.Tensor, certified: bool = True) -> torch.Tensor:
     """A rigorous lower bound on the softmax weight of one key.
 
@@ -171,5 +189,6 @@ def mixture_bounds(weight_lo: torch.Tensor, target_lo: torch.Tensor, target_hi: 
     return lo, hi
 
 
-__all__ = ["AttentionOnly", "Layer", "attention_only_problems", "attention_only_weights", "check_attention_only",
+__all__ = ["AttentionOnly", "Layer", "attention_only_problems", "attention_only_weights", "build_attention_only",
+           "check_attention_only",
            "mixture_bounds", "softmax_weight_lower"]

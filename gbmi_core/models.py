@@ -96,4 +96,46 @@ def read_model_file(path: str | pathlib.Path) -> tuple[dict[str, np.ndarray], di
     return arrays, header
 
 
-__all__ = ["canonical_json", "model_hash", "model_weights", "weights_hash", "export_model_file", "read_model_file"]
+def load_model_file(task_spec: Any, path: str | pathlib.Path):
+    """A model file (from :func:`export_model_file`) as a model of ``task_spec``, checked against its hashes."""
+    arrays, attributes = read_model_file(path)
+    return model_from_entry(task_spec, arrays, attributes, str(path))[0]
+
+
+class ShippedModels:
+    """The model files a plugin ships in one directory: ``file name -> config``.
+
+    ``by_config_hash()`` is what ``TaskSpec.reference_models`` wants; ``load`` reads one back, checked
+    against its hashes; ``write`` (or ``main``, a small CLI) trains them all and writes the files."""
+
+    def __init__(self, task: str, directory: str | pathlib.Path, configs: Mapping[str, Any]):
+        self.task, self.directory, self.configs = task, pathlib.Path(directory), dict(configs)
+
+    def by_config_hash(self) -> dict[str, pathlib.Path]:
+        """Config content hash -> file, for the files that exist."""
+        return {content_hash(config): self.directory / name for name, config in self.configs.items()
+                if (self.directory / name).exists()}
+
+    def load(self, task_spec: Any, name: str):
+        return load_model_file(task_spec, self.directory / name)
+
+    def write(self, train: Any, directory: str | pathlib.Path | None = None) -> list[pathlib.Path]:
+        """Train each config (``train(config) -> TrainedModel``) and write it as a model file."""
+        directory = self.directory if directory is None else pathlib.Path(directory)
+        written = []
+        for name, config in self.configs.items():
+            trained = train(config)
+            written.append(export_model_file(directory / name, self.task, config, trained.model, trained.metrics))
+            print(f"wrote {written[-1]}: {trained.metrics}")
+        return written
+
+    def main(self, train: Any, argv=None) -> None:
+        import argparse
+
+        parser = argparse.ArgumentParser(description=f"Train and write the shipped {self.task} models.")
+        parser.add_argument("output", type=pathlib.Path, nargs="?", default=self.directory)
+        self.write(train, parser.parse_args(argv).output)
+
+
+__all__ = ["canonical_json", "model_hash", "model_weights", "weights_hash", "export_model_file", "load_model_file",
+           "read_model_file", "ShippedModels"]

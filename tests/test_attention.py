@@ -82,3 +82,14 @@ def test_weights_are_every_layers_head_in_float64():
     assert torch.equal(w.layers[0].b_O, model.blocks[0].attn.b_O.double())
     assert w.layers[0].attn_scale == math.sqrt(4)
     assert torch.equal(w.embed()[3, 2], model.W_E[3].double() + model.W_pos[2].double())
+
+
+def test_build_attention_only_freezes_every_bias_at_zero():
+    from gbmi_core.attention import build_attention_only
+
+    model = build_attention_only(n_layers=2, d_model=8, d_head=4, d_vocab=6, n_ctx=5, seed=3)
+    assert attention_only_problems(model, n_layers=2) == []
+    for name, parameter in model.named_parameters():
+        is_bias = name.split(".")[-1].startswith("b_")
+        assert parameter.requires_grad != is_bias, name
+        assert not is_bias or not parameter.any(), name

@@ -12,7 +12,7 @@ import attrs
 import torch
 
 from gbmi_core import ModelRefused
-from gbmi_core.attention import attention_only_weights, check_attention_only
+from gbmi_core.attention import attention_only_weights, build_attention_only, check_attention_only
 from gbmi_core.certified import Interval, matmul
 
 from .config import InductionConfig
@@ -20,18 +20,8 @@ from .config import InductionConfig
 
 def build_model(config: InductionConfig):
     """A fresh HookedTransformer for ``config``, initialised from ``config.seed``, biases frozen at 0."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(
-        n_layers=2, n_heads=1, d_model=config.d_model, d_head=config.d_head, d_vocab=config.d,
-        d_vocab_out=config.d, n_ctx=config.n, attn_only=True, normalization_type=None,
-        positional_embedding_type="standard", seed=config.seed, device="cpu", act_fn=None,
-    )
-    model = HookedTransformer(cfg, move_to_device=False)
-    for name, parameter in model.named_parameters():
-        if "b_" in name.split(".")[-1]:
-            parameter.requires_grad_(False)
-    return model
+    return build_attention_only(n_layers=2, d_model=config.d_model, d_head=config.d_head, d_vocab=config.d,
+                                n_ctx=config.n, seed=config.seed)
 
 
 def check_model(model) -> None:

@@ -11,25 +11,15 @@ import attrs
 import torch
 
 from gbmi_core import ModelRefused
-from gbmi_core.attention import attention_only_weights, check_attention_only
+from gbmi_core.attention import attention_only_weights, build_attention_only, check_attention_only
 
 from .config import MaxOfKConfig
 
 
 def build_model(config: MaxOfKConfig):
     """A fresh HookedTransformer for ``config``, initialised from ``config.seed``, biases frozen at 0."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(
-        n_layers=1, n_heads=1, d_model=config.d_model, d_head=config.d_model, d_vocab=config.V,
-        d_vocab_out=config.V, n_ctx=config.K, attn_only=True, normalization_type=None,
-        positional_embedding_type="standard", seed=config.seed, device="cpu", act_fn=None,
-    )
-    model = HookedTransformer(cfg, move_to_device=False)
-    for name, parameter in model.named_parameters():
-        if "b_" in name.split(".")[-1]:
-            parameter.requires_grad_(False)
-    return model
+    return build_attention_only(n_layers=1, d_model=config.d_model, d_head=config.d_model, d_vocab=config.V,
+                                n_ctx=config.K, seed=config.seed)
 
 
 def label(tokens: torch.Tensor) -> torch.Tensor:

@@ -9,47 +9,24 @@ from __future__ import annotations
 
 import pathlib
 
+from gbmi_core.models import ShippedModels
+
+from . import TASK
 from .config import MaxOfKConfig
 
-REFERENCE_DIR = pathlib.Path(__file__).parent / "reference"
-REFERENCE_CONFIGS = {"max_of_4_seed_123.npz": MaxOfKConfig(seed=123)}
-
-
-def reference_models() -> dict[str, pathlib.Path]:
-    """Config content hash -> shipped model file."""
-    from gbmi_core.config import content_hash
-
-    return {content_hash(config): REFERENCE_DIR / name for name, config in REFERENCE_CONFIGS.items()
-            if (REFERENCE_DIR / name).exists()}
+SHIPPED = ShippedModels(TASK, pathlib.Path(__file__).parent / "reference",
+                        {"max_of_4_seed_123.npz": MaxOfKConfig(seed=123)})
+REFERENCE_DIR = SHIPPED.directory
 
 
 def load_reference_model(name: str = "max_of_4_seed_123.npz"):
     """The shipped model as a HookedTransformer (checked against the hashes in its header)."""
-    from gbmi_core.models import model_from_entry, read_model_file
-
     from .plugin import task_spec
 
-    arrays, attributes = read_model_file(REFERENCE_DIR / name)
-    model, _ = model_from_entry(task_spec(), arrays, attributes, name)
-    return model
-
-
-def main(argv=None) -> None:
-    import argparse
-
-    from gbmi_core.models import export_model_file
-
-    from . import TASK
-    from .train import train
-
-    parser = argparse.ArgumentParser(description="Train and write the shipped reference model(s).")
-    parser.add_argument("output", type=pathlib.Path, nargs="?", default=REFERENCE_DIR)
-    args = parser.parse_args(argv)
-    for name, config in REFERENCE_CONFIGS.items():
-        trained = train(config)
-        path = export_model_file(args.output / name, TASK, config, trained.model, trained.metrics)
-        print(f"wrote {path}: {trained.metrics}")
+    return SHIPPED.load(task_spec(), name)
 
 
 if __name__ == "__main__":
-    main()
+    from .train import train
+
+    SHIPPED.main(train)

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from gbmi_core import TrainedModel
+from gbmi_core.training import train_on_samples
 
 from .config import MaxOfKConfig
 from .model import build_model, label, last_logits
-
-# Distinct streams for training and evaluation data, derived from the config's seed.
-_TRAIN_STREAM, _EVAL_STREAM = 1, 2
-
-
-def _generator(seed: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
 
 
 def sample(config: MaxOfKConfig, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -24,51 +16,10 @@ def sample(config: MaxOfKConfig, count: int, generator: torch.Generator) -> torc
     return torch.randint(0, config.V, (count, config.K), generator=generator)
 
 
-@torch.no_grad()
-def evaluate(model, tokens: torch.Tensor) -> tuple[float, float]:
-    logits = last_logits(model, tokens)
-    target = label(tokens)
-    loss = torch.nn.functional.cross_entropy(logits, target).item()
-    accuracy = (logits.argmax(-1) == target).double().mean().item()
-    return loss, accuracy
-
-
 def train(config: MaxOfKConfig, progress: bool = True) -> TrainedModel:
     """Train ``config``'s model from scratch and return it with its metrics."""
-    from gbmi_core.progress import progress as reporter
-
-    start = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: one thread is faster, and sums are ordered the same everywhere
-    try:
-        model = build_model(config)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        optimiser = torch.optim.AdamW(trainable, lr=config.lr, betas=tuple(config.betas),
-                                      weight_decay=config.weight_decay)
-        data = _generator(config.seed, _TRAIN_STREAM)
-        eval_tokens = sample(config, config.eval_samples, _generator(config.seed, _EVAL_STREAM))
-        bar = reporter(config.steps, f"training max-of-{config.K} seed {config.seed}", "step", enabled=progress)
-        loss = torch.tensor(float("nan"))
-        for step in range(config.steps):
-            tokens = sample(config, config.batch_size, data)
-            loss = torch.nn.functional.cross_entropy(last_logits(model, tokens), label(tokens))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            if progress and (step % 100 == 0 or step == config.steps - 1):
-                eval_loss, eval_accuracy = evaluate(model, eval_tokens)
-                bar.set_postfix_str(f"loss={loss.item():.4f}, acc={eval_accuracy:.4f}")
-            bar.update(1)
-        bar.close()
-        eval_loss, eval_accuracy = evaluate(model, eval_tokens)
-    finally:
-        torch.set_num_threads(threads)
-    metrics = {
-        "final_train_loss": float(loss.item()),
-        "eval_loss": eval_loss,
-        "eval_accuracy": eval_accuracy,
-        "eval_samples": config.eval_samples,
-        "steps": config.steps,
-        "train_seconds": round(time.perf_counter() - start, 3),
-    }
-    return TrainedModel(model, metrics)
+    return train_on_samples(
+        build_model(config), sample=lambda count, generator: sample(config, count, generator), label=label,
+        forward=last_logits, seed=config.seed, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+        betas=tuple(config.betas), weight_decay=config.weight_decay, eval_samples=config.eval_samples,
+        what=f"training max-of-{config.K} seed {config.seed}", progress=progress, evaluate_every=100)
