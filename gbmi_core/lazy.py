@@ -1,9 +1,9 @@
 """Lazy references to a plugin's functions, so that listing plugins never imports torch.
 
 A record's callables (``build_model``, ``verify``, ``draw``, ...) may import heavy modules only when they
-run.  ``lazy("my_plugin.proofs:verify")`` is a callable that imports ``my_plugin.proofs`` on its first call
-and forwards every call to ``verify``; extra keyword arguments given to :func:`lazy` are bound, as with
-``functools.partial``.
+run.  ``lazy("my_plugin.proofs:verify")`` is a callable that imports ``my_plugin.proofs`` when called
+and forwards the call to ``verify`` (looked up anew each time, so a patched attribute is seen); extra
+keyword arguments given to :func:`lazy` are bound, as with ``functools.partial``.
 """
 
 from __future__ import annotations
@@ -13,22 +13,20 @@ from typing import Any, Callable
 
 
 class lazy:  # noqa: N801 - used like a function
-    __slots__ = ("target", "bound", "_function")
+    __slots__ = ("target", "bound")
 
     def __init__(self, target: str, **bound: Any):
         module, sep, name = target.partition(":")
         if not sep or not module or not name:
             raise ValueError(f"lazy() wants 'package.module:function', got {target!r}")
-        self.target, self.bound, self._function = target, bound, None
+        self.target, self.bound = target, bound
 
     def resolve(self) -> Callable:
-        if self._function is None:
-            module, _, name = self.target.partition(":")
-            function: Any = importlib.import_module(module)
-            for part in name.split("."):
-                function = getattr(function, part)
-            self._function = function
-        return self._function
+        module, _, name = self.target.partition(":")
+        function: Any = importlib.import_module(module)
+        for part in name.split("."):
+            function = getattr(function, part)
+        return function
 
     def __call__(self, *args, **kwargs):
         return self.resolve()(*args, **{**self.bound, **kwargs})
