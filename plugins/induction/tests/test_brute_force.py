@@ -169,3 +169,11 @@ def test_float32_exp_is_within_the_screens_assumed_ulps():
     for xi, yi in zip(x.tolist(), y.tolist()):
         exact = mpmath.exp(mpmath.mpf(xi))
         assert abs(mpmath.mpf(yi) - exact) <= exact * ulps * 2 * u + eta, xi
+
+
+def test_the_screens_threshold_is_never_below_its_allowance():
+    from gbmi_induction.brute_force import _threshold
+
+    for allowance in np.random.default_rng(0).uniform(1e-9, 10, 2000).tolist() + [1e-30, 3.19867939263057]:
+        assert float(_threshold(allowance, torch.float32)) >= allowance
+        assert float(_threshold(allowance, torch.float64)) >= allowance

@@ -214,6 +214,15 @@ def screen_allowance(T: Tables, screen: Tables | None = None) -> float:
 
 # -- brute force -----------------------------------------------------------------------------------------
 
+def _threshold(allowance: float, dtype: torch.dtype) -> torch.Tensor:
+    """The allowance as a number of the screen's type, rounded up (a comparison with a Python float would
+    round it to the nearest float32, possibly below)."""
+    value = torch.tensor(allowance, dtype=torch.float64).to(dtype)
+    if float(value) < allowance:
+        value = torch.nextafter(value, torch.tensor(float("inf"), dtype=dtype))
+    return value
+
+
 def brute_force(model, *, with_loss: bool = True) -> Bound:
     """The exact number of inputs the model gets right (strictly, in exact arithmetic), and its mean loss.
 
@@ -236,6 +245,7 @@ def brute_force(model, *, with_loss: bool = True) -> Bound:
         raise TooLarge(f"this model's numbers are beyond what the brute-force screen can bound, and its {total:,} "
                        f"inputs are too many to evaluate one by one in intervals")
     J = _Joined(screen)
+    threshold = _threshold(allowance, screen.S0.dtype)
     H = T.OQ.shape[-1]
     per_prefix = 8 * (n * n + 4 * n * (2 * H + 2 * d) + (n - 2) * 4 * d)
     chunk = min(4096, chunk_size(math.perm(d, n - 1), per_prefix, what=f"brute force at d={d}, n={n}"))
@@ -253,9 +263,9 @@ def brute_force(model, *, with_loss: bool = True) -> Bound:
             right = out.gather(1, answer[:, None])[:, 0]
             others = out.scatter(1, answer[:, None], float("-inf")).amax(1)
             margin = right - others
-            good = margin > allowance
+            good = margin > threshold
             correct += int(good.sum())
-            unsure = ~(good | (margin < -allowance))
+            unsure = ~(good | (margin < -threshold))
             if bool(unsure.any()):
                 doubtful = X[unsure]
                 recheck.append(torch.cat([doubtful, doubtful[:, i: i + 1]], 1))
@@ -272,6 +282,7 @@ def brute_force(model, *, with_loss: bool = True) -> Bound:
             allowance64 = screen_allowance(T, float64)
             if math.isfinite(allowance64):
                 screen, allowance, J = float64, allowance64, _Joined(float64)
+                threshold = _threshold(allowance, torch.float64)
     bar.close()
     extra = {"rechecked": 0, "undecided": 0, "allowance": allowance, "screen": str(screen.S0.dtype).split(".")[-1],
              "min_margin": min_margin}
