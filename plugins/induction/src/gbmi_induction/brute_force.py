@@ -238,6 +238,8 @@ def brute_force(model, *, with_loss: bool = True) -> Bound:
         raise TooLarge(f"brute force over {total:.3g} induction inputs is infeasible here (limit {MAX_INPUTS:.3g})")
     screen = _point(T)
     allowance = screen_allowance(T, screen)
+    if torch.get_float32_matmul_precision() != "highest":  # float32 products may be rounded coarser than u
+        allowance = math.inf
     if not math.isfinite(allowance):  # float32 cannot bound this model's numbers: screen in float64
         screen = _point(T, torch.float64)
         allowance = screen_allowance(T, screen)
