@@ -7,7 +7,7 @@ from mpmath import iv
 
 from gbmi_core import TooLarge
 from gbmi_induction.brute_force import _point, brute_force, screen_allowance
-from gbmi_induction.model import all_inputs, build_model, tables
+from gbmi_induction.model import all_inputs, build_model, label, tables
 from gbmi_induction.config import InductionConfig
 
 from .conftest import random_model, trained_model
@@ -123,9 +123,7 @@ def test_battery_brute_force_is_exact_and_every_strategy_sound(registry, truth, 
 def test_tied_logits_are_never_counted(truth):
     model = dict(BATTERY)["tied-logits"]
     status = truth["tied-logits"]
-    X = all_inputs(5, 4)
-    n = X.shape[1]
-    answer = X[torch.arange(len(X)), (X[:, : n - 2] == X[:, -1:]).int().argmax(-1) + 1]
+    answer = label(all_inputs(5, 4))
     assert (status[(answer == 4).numpy() | (answer == 1).numpy()] == WRONG).all()
     assert brute_force(model).correct_count <= int((status == CORRECT).sum())
 
@@ -139,7 +137,7 @@ def test_brute_force_agrees_with_the_float64_hooked_transformer(make):
     with torch.no_grad():
         logits = model.to(torch.float64)(X)[:, -1]
     model.float()
-    answer = X[torch.arange(len(X)), (X[:, : n - 2] == X[:, -1:]).int().argmax(-1) + 1]
+    answer = label(X)
     right = logits.gather(1, answer[:, None])[:, 0]
     margin = right - logits.scatter(1, answer[:, None], float("-inf")).amax(1)
     bound = brute_force(model)

@@ -12,7 +12,7 @@ from gbmi_core import Certificate
 from gbmi_core.flops import count_flops
 from gbmi_induction import pairs
 from gbmi_induction.brute_force import CORRECT, brute_force, classify
-from gbmi_induction.model import all_inputs, tables
+from gbmi_induction.model import all_inputs, match_position, tables
 
 from .conftest import random_model, trained_model
 
@@ -22,7 +22,7 @@ def true_groups(model) -> torch.Tensor:
     d, n = model.cfg.d_vocab, model.cfg.n_ctx
     X = all_inputs(d, n)
     status = torch.cat([classify(tables(model), X[s: s + 4096]) for s in range(0, len(X), 4096)])
-    i = (X[:, : n - 2] == X[:, -1:]).int().argmax(-1)
+    i = match_position(X)
     key = (X[:, -1] * (n - 2) + i) * d + X[torch.arange(len(X)), i + 1]
     size = d * (n - 2) * d
     count = torch.bincount(key, minlength=size)

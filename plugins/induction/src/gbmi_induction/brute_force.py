@@ -31,7 +31,7 @@ from gbmi_core.certified import ELEMENTARY_ULPS, Interval, check_floating_point
 from gbmi_core.memory import chunk_size
 from gbmi_core.progress import progress as reporter
 
-from .model import Tables, count_inputs, prefixes, tables
+from .model import Tables, count_inputs, label, match_position, prefixes, tables
 
 MAX_INPUTS = 2**32
 PROGRESS_FROM = 2**24
@@ -99,8 +99,7 @@ def last_positions(J: _Joined, X: torch.Tensor, keys_values, rows, matches: torc
     c = _softmax(_cat([S0[q[:, :, None], last[:, :, None], X[:, None, :], pos], S0[q, last, q, last][..., None]], 2))
     mixed = J.E_all[q, last] + c[..., :m] @ rows + c[..., m:] * J.O_all[q, last]  # [P, I, 2H + 2d]
     Q, direct, k_last, v_last = mixed[..., :H], mixed[..., H: H + d], mixed[..., H + d: 2 * H + d], mixed[..., 2 * H + d:]
-    first = Q @ keys_values[..., :H].transpose(1, 2) if not isinstance(Q, Interval) else \
-        Q @ keys_values[..., :H].permute(0, 2, 1)  # [P, I, m]
+    first = Q @ keys_values[..., :H].permute(0, 2, 1)  # [P, I, m]
     b = _softmax(_cat([first, (Q * k_last).sum(-1)[..., None]], 2))  # [P, I, n]
     return direct + b[..., :m] @ keys_values[..., H:] + b[..., m:] * v_last
 
@@ -109,7 +108,7 @@ def logits(T: Tables, tokens: torch.Tensor):
     """Last-position logits of the given inputs ``[b, n]`` (each must repeat an earlier token last): an
     :class:`Interval` from interval tables, a plain tensor from plain ones."""
     n = tokens.shape[1]
-    match = (tokens[:, : n - 2] == tokens[:, -1:]).int().argmax(-1)
+    match = match_position(tokens)
     J = _Joined(T)
     parts, order = [], []
     for i in match.unique().tolist():
@@ -132,10 +131,7 @@ def margins(values: Interval, answer: torch.Tensor) -> Interval:
 
 def classify(T: Tables, tokens: torch.Tensor) -> torch.Tensor:
     """Each input's status in exact arithmetic, by interval evaluation: CORRECT, WRONG or UNDECIDED."""
-    n = tokens.shape[1]
-    match = (tokens[:, : n - 2] == tokens[:, -1:]).int().argmax(-1)
-    answer = tokens[torch.arange(len(tokens)), match + 1]
-    gap = margins(logits(T, tokens), answer)
+    gap = margins(logits(T, tokens), label(tokens))
     status = torch.full((len(tokens),), UNDECIDED, dtype=torch.int64)
     status[(gap.lo > 0).all(-1)] = CORRECT
     status[(gap.hi <= 0).any(-1)] = WRONG

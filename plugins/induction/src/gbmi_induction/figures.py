@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .model import check_model, sample, tables
+from .model import check_model, match_position, sample, tables
 
 _SAMPLES = 4096
 
@@ -59,7 +59,7 @@ def previous_token(model, strategy=None):
 def induction(model, strategy=None):
     tokens, _, layer1 = _patterns(model)
     n = tokens.shape[1]
-    match = (tokens[:, : n - 2] == tokens[:, -1:]).int().argmax(-1)
+    match = match_position(tokens)
     rows = np.stack([layer1[match == i].mean(0).numpy() for i in range(n - 2)])
     figure, axes = _figure()
     return _heatmap(figure, axes, rows,

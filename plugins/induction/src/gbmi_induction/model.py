@@ -37,12 +37,15 @@ def config_from_model(model) -> InductionConfig:
     return InductionConfig(d=model.cfg.d_vocab, n=model.cfg.n_ctx, d_model=model.cfg.d_model, d_head=model.cfg.d_head)
 
 
+def match_position(tokens: torch.Tensor) -> torch.Tensor:
+    """``i``: where (``i <= n-3``) the last token occurred before.  ``[b, n] -> [b]``"""
+    n = tokens.shape[-1]
+    return (tokens[..., : n - 2] == tokens[..., -1:]).int().argmax(-1)
+
+
 def label(tokens: torch.Tensor) -> torch.Tensor:
     """The answer ``x_{i+1}`` where ``x_i`` (``i <= n-3``) is the last token's earlier occurrence.  ``[b, n] -> [b]``"""
-    n = tokens.shape[-1]
-    match = tokens[..., : n - 2] == tokens[..., -1:]
-    first = match.int().argmax(-1)
-    return tokens.gather(-1, (first + 1)[..., None])[..., 0]
+    return tokens.gather(-1, (match_position(tokens) + 1)[..., None])[..., 0]
 
 
 def count_inputs(d: int, n: int) -> int:

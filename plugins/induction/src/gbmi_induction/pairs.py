@@ -147,8 +147,7 @@ class _Row:
         self.known = sorted(known)
         self.tokens = [known[k] for k in self.known]
         self.free = free
-        self.lead = [torch.arange(d).reshape(d, 1, 1, 1)] + [None] * 3
-        qg = self.lead[0]
+        qg = torch.arange(d).reshape(d, 1, 1, 1)
         shape = torch.broadcast_shapes(qg.shape, *[t.shape for t in self.tokens])
         scores = Interval.stack([S[qg, t, k].expand(shape) for k, t in zip(self.known, self.tokens)], -1)
         top = scores.lo.amax(-1, keepdim=True)  # an exact shift
