@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import torch
 
 from gbmi_core import Bound, TooLarge
@@ -38,7 +39,7 @@ PROGRESS_FROM = 2**24
 CORRECT, WRONG, UNDECIDED = 1, 0, -1
 
 
-_TABLES = ("S0", "EQ", "OQ", "EK", "OK", "EV", "OV", "ED", "OD")
+_TABLES = tuple(field.name for field in attrs.fields(Tables))
 
 
 def _point(T: Tables, dtype: torch.dtype = torch.float32) -> Tables:
