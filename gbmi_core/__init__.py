@@ -14,13 +14,14 @@ from .memory import memory_budget
 from .records import Bound, Certificate, FigureSpec, ModelSpec, ProofResult, StrategySpec, TaskSpec, TrainedModel, TrainerSpec
 from .registry import Registry, Strategy, get_registry
 from .results import results_frame
+from .schema import ArrayField, CertificateSchema, ScalarField
 from .store import Store, default_store_path
 
 #: The marker plugins put on their hook implementations: ``@gbmi_core.hookimpl``.
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
-    "Bound", "Certificate", "FigureSpec", "CertificateRejected", "CheckResult", "check", "ConfigError", "CorruptEntry", "DuplicateName", "GbmiError", "MemoryRefused", "memory_budget",
+    "ArrayField", "Bound", "Certificate", "CertificateSchema", "ScalarField", "FigureSpec", "CertificateRejected", "CheckResult", "check", "ConfigError", "CorruptEntry", "DuplicateName", "GbmiError", "MemoryRefused", "memory_budget",
     "ModelRefused", "ModelSpec", "PluginLoadError", "ProofResult", "Registry", "Store", "StoreError", "Strategy",
     "StrategySpec", "TaskSpec", "TooLarge", "TrainedModel", "TrainerSpec", "UnknownName", "default_store_path",
     "get_registry", "hookimpl", "lazy", "results_frame",

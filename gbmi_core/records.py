@@ -115,6 +115,12 @@ def _no_search(model, **_):
     return {}
 
 
+def _empty_schema():
+    from .schema import CertificateSchema
+
+    return CertificateSchema()
+
+
 @attrs.frozen
 class StrategySpec:
     """A proof strategy of one task.
@@ -130,7 +136,8 @@ class StrategySpec:
     ``complexity`` is the asymptotic cost as a short string (``"O(V^3 K^2)"``); ``short_name`` is what
     tables show by default; ``search_version`` tells cached certificates of an older search apart;
     ``unexplained_dimension(model) -> int`` is the parameter-count estimate of what the proof leaves
-    unexplained.
+    unexplained; ``certificate`` (a :class:`~gbmi_core.schema.CertificateSchema`) declares what search may
+    hand to verification.
     """
 
     task: str = attrs.field(validator=_check_name)
@@ -146,6 +153,9 @@ class StrategySpec:
     #: Change it when search improves: certificates cached by another version are searched anew (any
     #: certificate is sound, so old ones were not wrong, only possibly weaker).
     search_version: str = ""
+    #: What the certificate may hold (:mod:`gbmi_core.schema`); the core refuses anything else before
+    #: ``verify`` sees it.  The default holds nothing: a strategy without a certificate.
+    certificate: Any = attrs.field(factory=lambda: _empty_schema())
 
     @property
     def display_name(self) -> str:

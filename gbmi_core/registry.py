@@ -95,11 +95,21 @@ class Strategy:
         if certificate.model_hash != model_hash:
             raise CertificateRejected(
                 f"certificate was made for model {certificate.model_hash}, not for this model ({model_hash})")
+        certificate = self.validate(model, certificate)
         with FlopCounter() as counter, _memory_errors(f"verification of {self.task}/{self.name}"):
             bound = self.spec.verify(model, certificate)
         if not isinstance(bound, Bound):
             raise GbmiError(f"strategy {self.task}/{self.name} returned {type(bound).__name__}, not a Bound")
         return bound, counter
+
+    def validate(self, model: Any, certificate: Certificate) -> Certificate:
+        """The certificate checked against the strategy's schema (canonical dtypes, read-only copies), or
+        :class:`CertificateRejected` naming the field that does not fit."""
+        from .schema import model_dimensions, validate
+
+        arrays, attributes = validate(self.spec.certificate, certificate.arrays, certificate.attrs,
+                                      model_dimensions(model))
+        return Certificate(certificate.strategy, certificate.model_hash, arrays, attributes)
 
     def prove(self, model: Any, store=None, *, certificate: Certificate | None = None) -> ProofResult:
         """Check the model, search (or take ``certificate``), verify, and return a :class:`ProofResult`.

@@ -10,7 +10,7 @@ import torch
 
 import gbmi_core
 from gbmi_core.bundle import SUFFIX, write_bundle
-from gbmi_max_of_k.brute_force import CORRECT, WRONG, _classify_mpmath, brute_force
+from gbmi_max_of_k.brute_force import CORRECT, UNDECIDED, WRONG, _Exact, brute_force
 from gbmi_max_of_k.config import MaxOfKConfig
 from gbmi_max_of_k.model import paths
 
@@ -48,6 +48,17 @@ def battery():
     yield "duplicated-embeddings", _edit(base(6, qk_scale=3.0), lambda m: m.W_E[2].copy_(m.W_E[4]))
     yield "tied-logits", _edit(base(7, qk_scale=3.0), lambda m: m.W_U[:, 4].copy_(m.W_U[:, 5]))
     yield "symmetric-ties", _edit(base(8, qk_scale=3.0), lambda m: (m.W_U[:, 1:].copy_(m.W_U[:, 1:2].expand(-1, 5))))
+    yield "hidden-ties", _edit(base(10, qk_scale=3.0), _hidden_tie)
+
+
+def _hidden_tie(m):
+    """Outputs 4 and 5 tie exactly on every input, though their unembedding columns differ: the residual
+    stream never uses coordinate 7, the only one where the columns differ."""
+    m.W_E[:, 7] = 0
+    m.W_pos[:, 7] = 0
+    m.blocks[0].attn.W_O[0, :, 7] = 0
+    m.W_U[:, 5] = m.W_U[:, 4]
+    m.W_U[7, 5] += 1.0
 
 
 BATTERY = list(battery())
@@ -55,12 +66,15 @@ BATTERY = list(battery())
 
 @pytest.fixture(scope="module")
 def exact_status():
-    """Ground truth per battery model: every input decided in mpmath interval arithmetic (256 bits)."""
+    """Ground truth per battery model: every input decided in mpmath interval arithmetic (from 256 bits on,
+    with the exact tie test), none left undecided."""
     table = {}
     for name, model in BATTERY:
         P = paths(model)
+        exact = _Exact(P)
         seqs = torch.cartesian_prod(*[torch.arange(P.V)] * P.n)
-        table[name] = torch.tensor([_classify_mpmath(P, s.tolist()) for s in seqs])
+        table[name] = torch.tensor([exact.classify(s.tolist()) for s in seqs])
+        assert not bool((table[name] == UNDECIDED).any()), name
     return table
 
 
@@ -72,8 +86,8 @@ def test_battery_brute_force_is_exact_and_every_strategy_sound(registry, exact_s
     bound = brute_force(model)
     assert bound.certified
     assert np.isfinite(bound.extra["mean_loss"])
-    # exact except for what it reports as undecided, which is not counted
-    assert exact - bound.extra["undecided"] <= bound.correct_count <= exact
+    assert bound.extra["undecided"] == 0  # every input decided, whatever the weights' magnitude
+    assert bound.correct_count == exact
     for strategy in registry.strategies("max-of-k"):
         result = strategy.prove(model)
         assert result.certified, strategy.name
@@ -85,6 +99,37 @@ def test_battery_is_not_trivial(exact_status):
     assert any(int((s == CORRECT).sum()) > 0 for s in exact_status.values())
     assert int((exact_status["tied-logits"] == WRONG).sum()) > 0
     assert int((exact_status["symmetric-ties"] == CORRECT).sum()) <= 36  # only m = 0 can still be right
+    seqs = torch.cartesian_prod(*[torch.arange(6)] * 3)
+    tied = (seqs.amax(-1) == 4) | (seqs.amax(-1) == 5)  # the right logit ties with the other of 4, 5
+    assert bool((exact_status["hidden-ties"][tied] == WRONG).all())
+    assert int((exact_status["hidden-ties"][~tied] == CORRECT).sum()) > 0
+
+
+def test_several_models_in_one_process_each_get_their_own_count(registry, tmp_path):
+    """No cache keyed by object identity: models proved one after another (freed, their tensors' memory
+    reused) get exactly the count each gets alone in a fresh process, in either order."""
+    chosen = ["tied-logits", "hidden-ties", "sharp-1e2", "duplicated-embeddings"]
+    alone = {}
+    for name in chosen:
+        path = tmp_path / f"{name}.pt"
+        torch.save(dict(BATTERY)[name].state_dict(), path)
+        code = ("import json, torch, gbmi_core; from gbmi_max_of_k.model import build_model; "
+                "from gbmi_max_of_k.config import MaxOfKConfig; registry = gbmi_core.get_registry(); "
+                "model = build_model(MaxOfKConfig(V=6, K=3, d_model=8)); "
+                f"model.load_state_dict(torch.load({str(path)!r})); "
+                "print(json.dumps({s.name: s.prove(model).correct_count for s in registry.strategies('max-of-k')}))")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+        alone[name] = json.loads(run.stdout.strip().splitlines()[-1])
+    for order in (chosen, chosen[::-1]):
+        for name in order:
+            model = _edit(small_model(6, 3, d_model=8, seed=0), lambda m: None)  # a fresh model in between
+            del model
+            copy = {k: v.clone() for k, v in dict(BATTERY)[name].state_dict().items()}
+            model = small_model(6, 3, d_model=8, seed=0)
+            model.load_state_dict(copy)
+            for strategy in registry.strategies("max-of-k"):
+                assert strategy.prove(model).correct_count == alone[name][strategy.name], (order, name, strategy.name)
 
 
 def test_sharp_model_screen_does_not_lose_inputs_to_underflow():

@@ -154,7 +154,8 @@ class _Row:
         self.weights = (scores - top).exp()  # [*lead, K]
         self.total = self.weights.sum(-1)
         self.allowed = allowed  # [*lead, t]
-        self.free_weight = [(Interval.exact(S.hi[:, :, k].reshape(d, 1, 1, 1, d)) - top).exp().hi for k in free]
+        # Each free key's weight, both ends: F(λ) takes w at the end that bounds w (g - λ) from above.
+        self.free_weight = [(S[:, :, k].reshape(d, 1, 1, 1, d) - top).exp() for k in free]
 
     def _pick(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``g [B_q, B_a, B_u, B_v, d, *F]`` at token grid ``t`` -> ``[*lead, *F]``."""
@@ -178,8 +179,7 @@ class _Row:
         if not self.free:
             return mix.hi
         allowed = self.allowed.reshape(self.allowed.shape + ones)
-        keys = [(Interval.exact(w.reshape(w.shape + ones)), torch.where(allowed, g(k), -_INF))
-                for w, k in zip(self.free_weight, self.free)]
+        keys = [(w.reshape(w.shape + ones), torch.where(allowed, g(k), -_INF)) for w, k in zip(self.free_weight, self.free)]
         unknown = sum(Interval.exact(torch.where(allowed, w.hi, 0.0).amax(4)) for w, _ in keys)
         share = (1 + unknown / total).reciprocal().lo
         others = torch.stack(torch.broadcast_tensors(*[gk.amax(4) for _, gk in keys]), -1).amax(-1)
@@ -242,9 +242,9 @@ def _dinkelbach(numerator: Interval, total: Interval, keys: list, allowed: torch
     for _ in range(steps):
         num, den = numerator.mid, total.mid
         for w, gk in keys:
-            gain = torch.where(allowed, w.lo * (gk - lam.unsqueeze(dim)), -_INF)
+            gain = torch.where(allowed, w.hi * (gk - lam.unsqueeze(dim)), -_INF)
             best = gain.argmax(dim, keepdim=True)
-            wk = w.lo.expand_as(gain).gather(dim, best).squeeze(dim)
+            wk = w.hi.expand_as(gain).gather(dim, best).squeeze(dim)
             num = num + wk * gk.expand_as(gain).gather(dim, best).squeeze(dim)
             den = den + wk
         lam = num / den
@@ -261,6 +261,7 @@ def _check(numerator: Interval, total: Interval, keys: list, allowed: torch.Tens
     """``min(λ, crude)`` where ``F(λ) <= 0`` is certain (then ``λ >= λ*``), else ``crude``."""
     F = numerator - Interval.exact(lam) * total
     for w, gk in keys:
+        # w is the key's weight interval: the product's upper end takes w_lo where g - λ < 0, w_hi where > 0.
         F = F + torch.where(allowed, (w * (Interval.exact(gk) - lam.unsqueeze(dim))).hi, -_INF).amax(dim)
     return torch.where(F.hi <= 0, torch.minimum(lam, crude), crude)
 

@@ -53,6 +53,15 @@ def gbmi_training():
                         train=lazy(f"{_HERE}.train:train"))]
 
 
+def _roots_schema():
+    """pair-bounds' certificate: one float array of Dinkelbach roots per sub-problem (any shape; a root that
+    does not fit, or is not finite, only makes its bound fall back to the crude one), and the step count."""
+    from gbmi_core.schema import ArrayField, CertificateSchema, ScalarField
+
+    return CertificateSchema(patterns={r"lambda_[0-9]{4,}": ArrayField("float", finite=False)},
+                             attributes={"steps": ScalarField("int", low=0, high=64, required=False)})
+
+
 @hookimpl
 def gbmi_proof_strategies():
     pairs = dict(unexplained_dimension=lazy(f"{_HERE}.pairs:unexplained_dimension"), family="pairs",
@@ -68,7 +77,8 @@ def gbmi_proof_strategies():
                      summary="Bounds per adjacent token pair and per group (q, i, a); the query's row "
                              "by Dinkelbach roots (the certificate).",
                      verify=lazy(f"{_HERE}.pairs:verify", steps=2), search=lazy(f"{_HERE}.pairs:search", steps=2),
-                     short_name="pairs", search_version="1", options={"steps": 2}, **pairs),
+                     short_name="pairs", search_version="1", options={"steps": 2}, certificate=_roots_schema(),
+                     **pairs),
         StrategySpec(task=TASK, name="pair-bounds-crude",
                      summary="As pair-bounds, with the query row's distractor keys bounded crudely "
                              "(no search, no certificate).",

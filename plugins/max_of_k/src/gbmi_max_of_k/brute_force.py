@@ -22,8 +22,9 @@ Three stages, each sound on its own:
 2. **Float64 intervals** (:func:`classify`): each remaining input evaluated on its own, shifted by its own
    largest score, in :class:`~gbmi_core.certified.Interval` arithmetic.  Outputs whose unembedding column
    equals the max token's exactly tie in exact arithmetic, so such inputs are wrong without arithmetic.
-3. **mpmath intervals** at :data:`MPMATH_BITS` bits for what float64 cannot decide.  What is still open
-   (an exact tie of another kind) is reported in ``extra["undecided"]`` and not counted.
+3. **mpmath intervals** at :data:`MPMATH_BITS` bits for what float64 cannot decide, and for what is still
+   open an exact test for a true tie (wrong), else doubled precision until decided (:class:`_Exact`).
+   Every input is decided: ``extra["undecided"]`` is always 0.
 
 The mean loss (not part of the bound) is the float32 screen's, made stable by the per-input shift, with
 non-finite entries recomputed from float64 log-sum-exp.
@@ -46,8 +47,7 @@ from .model import Paths, interval_paths, paths
 MAX_INPUTS = 2**32  # beyond this, enumerating every input is not a sensible proof
 PROGRESS_FROM = 2**28  # report progress (a bar, or log lines) from this many inputs on
 SPREAD = 40.0  # the scores of one block's rows lie within this of each other
-MPMATH_BITS = 256
-MPMATH_LIMIT = 512  # at most this many inputs go to mpmath; more stay undecided
+MPMATH_BITS = 256  # the first precision of the last stage; doubled until an input is decided
 U32, ETA32 = 2.0**-24, 2.0**-126  # float32 unit roundoff; underflow allowance per float32 op (covers flushing)
 
 CORRECT, WRONG, UNDECIDED = 1, 0, -1
@@ -275,12 +275,12 @@ def classify_indices(P: Paths, T: dict, index: torch.Tensor, *, decide: bool = T
     stats = {"rechecked_float64": len(index), "rechecked_mpmath": 0, "undecided": 0}
     if decide:
         open_ = (status == UNDECIDED).nonzero()[:, 0]
-        stats["rechecked_mpmath"] = min(len(open_), MPMATH_LIMIT)
+        stats["rechecked_mpmath"] = len(open_)
         if len(open_):
-            seqs = _digits(index[open_[:MPMATH_LIMIT]], P.V, P.n)
-            status[open_[:MPMATH_LIMIT]] = torch.tensor([_classify_mpmath(P, s.tolist()) for s in seqs],
-                                                        dtype=status.dtype)
-        stats["undecided"] = int((status == UNDECIDED).sum())
+            exact = _Exact(P)
+            seqs = _digits(index[open_], P.V, P.n)
+            status[open_] = torch.tensor([exact.classify(s.tolist()) for s in seqs], dtype=status.dtype)
+        stats["undecided"] = int((status == UNDECIDED).sum())  # always 0: kept for the result's schema
     return status, loss, stats
 
 
@@ -320,54 +320,109 @@ def _classify64(P: Paths, T: dict, seqs: torch.Tensor):
     return status, loss
 
 
-_MP_CACHE: dict = {}
+class _Exact:
+    """The last stage, for one call of :func:`classify_indices`: mpmath interval arithmetic at
+    :data:`MPMATH_BITS` bits, doubled until the input is decided, and an exact test for true ties.
 
+    Everything it caches (rows of the path tables, per token and precision) lives and dies with this object,
+    so no other model's values can ever be read.
 
-def _classify_mpmath(P: Paths, seq: list[int]) -> int:
-    """One input in mpmath interval arithmetic at :data:`MPMATH_BITS` bits, straight from the weights."""
-    import mpmath
+    Why it always ends: with ``w_i = exp(s_i)``, ``N[x] = Σ_i w_i c_i(x)`` where every score ``s_i`` and
+    coefficient ``c_i(x) = b_i(t_i, x) - b_i(t_i, m)`` is a rational number (float32 weights, a float64 scale).
+    Grouping positions of equal score, ``N[x] = Σ_σ exp(σ) C_σ(x)``; by the Lindemann–Weierstrass theorem the
+    ``exp(σ)`` of distinct rationals are linearly independent over the rationals, so ``N[x] = 0`` exactly when
+    every ``C_σ(x) = 0``.  That is decided in exact rational arithmetic (:meth:`ties`): a tie is wrong (not
+    strictly correct); any other ``N[x] ≠ 0``, and enough precision decides its sign.
+    """
 
-    iv = mpmath.iv
-    saved, iv.prec = iv.prec, MPMATH_BITS
-    try:
-        return _classify_iv(P, seq, iv)
-    finally:
-        iv.prec = saved
+    def __init__(self, P: Paths):
+        self.P = P
+        self.rows: dict = {}
 
+    def _tables(self, bits: int, iv):
+        if bits not in self.rows:
+            P = self.P
 
-def _classify_iv(P: Paths, seq: list[int], iv) -> int:
-    key = (id(P), MPMATH_BITS)
-    if key not in _MP_CACHE:
-        _MP_CACHE.clear()
+            def mat(t):
+                return iv.matrix([[iv.mpf(float(v)) for v in row] for row in t.tolist()])
 
-        def mat(t):
-            return iv.matrix([[iv.mpf(float(v)) for v in row] for row in t.tolist()])
+            self.rows[bits] = {"OVU": mat(P.W_V) * (mat(P.W_O) * mat(P.W_U)), "QK": mat(P.W_Q) * mat(P.W_K).T,
+                               "W_E": mat(P.W_E), "W_pos": mat(P.W_pos), "W_U": mat(P.W_U)}
+        return self.rows[bits]
 
-        OVU = mat(P.W_V) * (mat(P.W_O) * mat(P.W_U))  # [D, V]
-        _MP_CACHE[key] = {"OVU": OVU, "QK": mat(P.W_Q) * mat(P.W_K).T, "W_E": mat(P.W_E), "W_pos": mat(P.W_pos),
-                          "W_U": mat(P.W_U)}
-    W = _MP_CACHE[key]
-    n, V, D = P.n, P.V, P.D
-    charge(n * D * (2 * V + 2 * D), "mpmath recheck")
-    m = max(seq)
-    resid = [W["W_E"][t, :] + W["W_pos"][i, :] for i, t in enumerate(seq)]  # [n] rows of D
-    query = resid[-1] * W["QK"]  # [D]
-    scores = [sum((query[d] * resid[i][d] for d in range(D)), iv.mpf(0)) / iv.mpf(P.attn_scale) for i in range(n)]
-    shift = max(float(s.mid) for s in scores)
-    w = [iv.exp(s - shift) for s in scores]
-    direct = resid[-1] * W["W_U"]  # [V]
-    ov = [resid[i] * W["OVU"] for i in range(n)]  # [n] rows of V
-    Z = sum(w, iv.mpf(0))
-    decided_right = True
-    for x in range(V):
-        if x == m:
-            continue
-        N = sum((w[i] * (ov[i][x] - ov[i][m]) for i in range(n)), iv.mpf(0)) + Z * (direct[x] - direct[m])
-        if N.a > 0:
-            return WRONG
-        if not N.b < 0:
-            decided_right = False
-    return CORRECT if decided_right else UNDECIDED
+    def classify(self, seq: list[int]) -> int:
+        import mpmath
+
+        bits = MPMATH_BITS
+        while True:
+            saved, mpmath.iv.prec = mpmath.iv.prec, bits
+            try:
+                status = self._classify_iv(seq, bits, mpmath.iv)
+            finally:
+                mpmath.iv.prec = saved
+            if status != UNDECIDED:
+                return status
+            if bits == MPMATH_BITS and self.ties(seq):
+                return WRONG
+            bits *= 2
+
+    def _classify_iv(self, seq: list[int], bits: int, iv) -> int:
+        W = self._tables(bits, iv)
+        P = self.P
+        n, V, D = P.n, P.V, P.D
+        charge(n * D * (2 * V + 2 * D), "mpmath recheck")
+        m = max(seq)
+        resid = [W["W_E"][t, :] + W["W_pos"][i, :] for i, t in enumerate(seq)]  # [n] rows of D
+        query = resid[-1] * W["QK"]  # [D]
+        scale = iv.mpf(P.attn_scale)
+        scores = [sum((query[d] * resid[i][d] for d in range(D)), iv.mpf(0)) / scale for i in range(n)]
+        shift = max(float(s.mid) for s in scores)
+        w = [iv.exp(s - shift) for s in scores]
+        direct = resid[-1] * W["W_U"]  # [V]
+        ov = [resid[i] * W["OVU"] for i in range(n)]  # [n] rows of V
+        Z = sum(w, iv.mpf(0))
+        decided_right = True
+        for x in range(V):
+            if x == m:
+                continue
+            N = sum((w[i] * (ov[i][x] - ov[i][m]) for i in range(n)), iv.mpf(0)) + Z * (direct[x] - direct[m])
+            if N.a > 0:
+                return WRONG
+            if not N.b < 0:
+                decided_right = False
+        return CORRECT if decided_right else UNDECIDED
+
+    def ties(self, seq: list[int]) -> bool:
+        """Whether some wrong output's logit equals the right one's exactly (see the class doc)."""
+        from fractions import Fraction
+
+        P = self.P
+
+        def exact(t):
+            return [[Fraction(float(v)) for v in row] for row in t.tolist()]
+
+        def vecmat(v, M):
+            return [sum((v[d] * M[d][j] for d in range(len(v))), Fraction(0)) for j in range(len(M[0]))]
+
+        W_E, W_pos, W_Q, W_K = exact(P.W_E), exact(P.W_pos), exact(P.W_Q), exact(P.W_K)
+        W_V, W_O, W_U = exact(P.W_V), exact(P.W_O), exact(P.W_U)
+        n, m = P.n, max(seq)
+        resid = [[a + b for a, b in zip(W_E[t], W_pos[i])] for i, t in enumerate(seq)]
+        query = vecmat(resid[-1], W_Q)
+        scale = Fraction(P.attn_scale)
+        scores = [sum((a * b for a, b in zip(query, vecmat(r, W_K))), Fraction(0)) / scale for r in resid]
+        direct = vecmat(resid[-1], W_U)
+        ov = [vecmat(vecmat(vecmat(r, W_V), W_O), W_U) for r in resid]
+        for x in range(P.V):
+            if x == m:
+                continue
+            groups: dict = {}
+            for i in range(n):
+                c = ov[i][x] - ov[i][m] + direct[x] - direct[m]
+                groups[scores[i]] = groups.get(scores[i], Fraction(0)) + c
+            if all(c == 0 for c in groups.values()):
+                return True
+        return False
 
 
 def enumerate_with_forward(model, *, batch_size: int = 8192, progress: bool = False, with_loss: bool = False):

@@ -101,9 +101,27 @@ ALL_OPTIONS = tuple(SubcubicOptions(e, a, r) for e, a, r in
 SEARCH_VERSION = "2"
 
 
+def certificate_schema():
+    """A subcubic certificate: the min-gap table (signed integers in ``[1, V]``), the seven directions (finite
+    floats; vocabulary- or model-sized) and, for ``mean_query+diff``, the split points ``ā[m, c]`` in ``[0, 1]``."""
+    from gbmi_core.schema import ArrayField, CertificateSchema
+
+    vocab = ArrayField("float", ("d_vocab",))
+    model = ArrayField("float", ("d_model",))
+    return CertificateSchema({
+        "min_gap": ArrayField("int", ("d_vocab", "d_vocab", "n_ctx"), low=1, high="d_vocab"),
+        "mean_attention": ArrayField("float", ("d_vocab", "n_ctx"), low=0.0, high=1.0, required=False),
+        **{name: vocab for name in ("query_direction", "key_direction", "second_query_direction",
+                                    "second_key_direction")},
+        **{name: model for name in ("W_Q_direction", "W_K_direction", "W_EP_direction")},
+    })
+
+
 def strategy_specs(task: str, search, verify) -> list:
     """One :class:`~gbmi_core.StrategySpec` per option combination, with lazy ``search``/``verify``."""
     from gbmi_core import StrategySpec
+
+    schema = certificate_schema()
 
     return [
         StrategySpec(
@@ -116,6 +134,7 @@ def strategy_specs(task: str, search, verify) -> list:
             options=attrs.asdict(options),
             short_name=options.short_name,
             search_version=SEARCH_VERSION,
+            certificate=schema,
         )
         for options in ALL_OPTIONS
     ]
