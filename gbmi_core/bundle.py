@@ -17,6 +17,7 @@ import hashlib
 import json
 import pathlib
 import platform
+import zipfile
 from importlib import metadata
 from typing import Any, Mapping
 
@@ -60,12 +61,26 @@ def _versions(distribution: str | None) -> dict[str, str]:
     return versions
 
 
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:HASH_LENGTH]
+
+
+def claim_hashes(header: Mapping[str, Any]) -> dict[str, str]:
+    """One hash per part of the header that changes what the claim means, so that a change is named."""
+    return {"task": _digest([header.get("task"), header.get("config_type")]),
+            "strategy": _digest([header.get("strategy"), header.get("options")]),
+            "config": _digest(header.get("config")),
+            "architecture": _digest([header.get("architecture"), header.get("imported")])}
+
+
 def write_bundle(directory, strategy, model, config, certificate, result, *, architecture=None) -> pathlib.Path:
     """Write one proof as ``DIRECTORY/<strategy>.gbmi-proof.npz`` (written whole, then renamed into place).
 
     ``architecture``: for an imported model, the HookedTransformerConfig fields it is rebuilt from (its
-    task's ``build_model(config)`` may not reproduce it)."""
-    from .models import model_weights
+    task's ``build_model(config)`` may not reproduce it).  Every bundle records its model's architecture
+    (the attention scale and its switch among it), covered by the model hash."""
+    from .imports import architecture_of
+    from .models import model_weights, weights_hash
 
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -75,9 +90,13 @@ def write_bundle(directory, strategy, model, config, certificate, result, *, arc
         "format": FORMAT,
         "task": strategy.task,
         "strategy": strategy.name,
+        "options": json.loads(json.dumps(dict(strategy.spec.options), default=str)),
         "config_type": type(config).__qualname__,
         "config": unstructure(config),
+        "imported": architecture is not None,
+        "architecture": architecture if architecture is not None else architecture_of(model),
         "model_hash": result.model_hash,
+        "weights_hash": weights_hash(weights),
         "certificate_hash": certificate_hash(certificate.arrays, certificate.attrs),
         "certificate_attrs": json.loads(json.dumps(dict(certificate.attrs), default=str)),
         "claimed": {"correct_count": result.correct_count, "total_count": result.total_count,
@@ -85,8 +104,7 @@ def write_bundle(directory, strategy, model, config, certificate, result, *, arc
                     "flops": result.flops},
         "versions": _versions(plugin_info.distribution if plugin_info else None),
     }
-    if architecture is not None:
-        header["architecture"] = architecture
+    header["hashes"] = claim_hashes(header)
     arrays = {f"weights/{name}": value for name, value in weights.items()}
     arrays.update({f"certificate/{name}": np.asarray(value) for name, value in certificate.arrays.items()})
     path = directory / f"{strategy.name}{SUFFIX}"
@@ -102,13 +120,34 @@ def _read(path: pathlib.Path) -> tuple[dict, dict, dict]:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
         header = json.loads(str(arrays.pop(_HEADER)))
-    except (OSError, ValueError, KeyError, EOFError) as error:
-        raise GbmiError(f"{path} is not a readable gbmi proof bundle: {error}") from None
-    if header.get("format") != FORMAT:
-        raise GbmiError(f"{path} is not a gbmi proof bundle (format {header.get('format')!r}, expected {FORMAT!r})")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        reason = "it is not a numpy .npz archive" if "pickle" in str(error) else str(error)
+        raise GbmiError(f"{path} is not a readable gbmi proof bundle: {reason}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise GbmiError(f"{path} is not a gbmi proof bundle (format "
+                        f"{header.get('format') if isinstance(header, dict) else None!r}, expected {FORMAT!r})")
     weights = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("weights/")}
     certificate = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("certificate/")}
     return header, weights, certificate
+
+
+def claim_problem(claimed: Any) -> str | None:
+    """What is wrong with a bundle's claim as data (``None`` when it is well-formed): counts are ints (not
+    bools), ``0 <= count <= total``, the bound equals count/total, ``certified`` is a bool."""
+    if not isinstance(claimed, dict):
+        return "the claim is not a record"
+    count, total = claimed.get("correct_count"), claimed.get("total_count")
+    for name, value in (("correct_count", count), ("total_count", total)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"the claimed {name} is {value!r}, not an integer"
+    if not 0 <= count <= total or total <= 0:
+        return f"the claimed count {count}/{total} is not a count of inputs"
+    bound = claimed.get("accuracy_lower_bound")
+    if not isinstance(bound, (int, float)) or isinstance(bound, bool) or bound != count / total:
+        return f"the claimed accuracy_lower_bound {bound!r} is not {count}/{total} = {count / total!r}"
+    if not isinstance(claimed.get("certified"), bool):
+        return f"the claimed certified flag is {claimed.get('certified')!r}, not true or false"
+    return None
 
 
 def check(bundle, registry=None) -> CheckResult:
@@ -117,43 +156,68 @@ def check(bundle, registry=None) -> CheckResult:
     Raises :class:`~gbmi_core.errors.GbmiError` when the file is not a bundle or names a task or strategy
     that no installed plugin provides; every other problem is a disagreement, with its reason.
     """
-    from .models import load_weights, weights_hash
+    from .errors import CertificateRejected, ModelRefused
+    from .imports import architecture_of
+    from .models import identity_hash, load_weights, weights_hash
     from .records import Certificate
     from .registry import get_registry
 
     path = pathlib.Path(bundle)
     header, weights, arrays = _read(path)
     registry = registry or get_registry()
+    for name in ("task", "strategy"):
+        if not isinstance(header.get(name), str):
+            raise GbmiError(f"{path} names no {name}")
     task = registry.task(header["task"])
     strategy = registry.strategy(header["task"], header["strategy"])
-    claimed = header["claimed"]
+    claimed = header.get("claimed")
 
     def disagree(message: str, proved: int | None = None) -> CheckResult:
-        return CheckResult(str(path), False, f"disagree: {message}", claimed.get("correct_count"), proved)
+        count = claimed.get("correct_count") if isinstance(claimed, dict) else None
+        return CheckResult(str(path), False, f"disagree: {message}", count if isinstance(count, int) else None, proved)
 
-    if weights_hash(weights) != header["model_hash"]:
+    problem = claim_problem(claimed)
+    if problem:
+        return disagree(problem)
+    recorded = header.get("hashes")
+    if isinstance(recorded, dict):  # bundles written before these hashes have none
+        changed = [name for name, value in claim_hashes(header).items() if recorded.get(name) != value]
+        if changed:
+            return disagree(f"the {', '.join(changed)} recorded in the bundle changed after it was written "
+                            f"(their hashes no longer match)")
+    if any(not isinstance(v, np.ndarray) or v.dtype.kind not in "fiub" for v in weights.values()):
+        return disagree("the weights are not numeric arrays")
+    if weights_hash(weights) != header.get("weights_hash", header.get("model_hash")):
         return disagree(f"the weights were changed: they hash to {weights_hash(weights)}, "
-                        f"the bundle records {header['model_hash']}")
+                        f"the bundle records {header.get('weights_hash', header.get('model_hash'))}")
     attributes = header.get("certificate_attrs", {})
-    if certificate_hash(arrays, attributes) != header["certificate_hash"]:
+    if not isinstance(attributes, dict) or certificate_hash(arrays, attributes) != header.get("certificate_hash"):
         return disagree(f"the certificate was changed: it hashes to {certificate_hash(arrays, attributes)}, "
-                        f"the bundle records {header['certificate_hash']}")
-    if "architecture" in header:  # an imported model
+                        f"the bundle records {header.get('certificate_hash')}")
+    try:
         import torch
 
         from .imports import build_hooked_transformer
 
-        model = build_hooked_transformer(header["architecture"], {k: torch.from_numpy(v) for k, v in weights.items()})
-    else:
-        model = load_weights(task.build_model(structure(task.config_type, header["config"])), weights)
-    if task.check_model is not None:
-        task.check_model(model)
-    certificate = Certificate(strategy.name, header["model_hash"], arrays, attributes)
-    bound, _ = strategy.verify(model, certificate, model_hash=header["model_hash"])
+        if header.get("imported") or ("architecture" in header and "imported" not in header):
+            model = build_hooked_transformer(header["architecture"],
+                                             {k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+        else:
+            model = load_weights(task.build_model(structure(task.config_type, header["config"])), weights)
+            if "architecture" in header and architecture_of(model) != header["architecture"]:
+                return disagree("the architecture recorded in the bundle is not the one its config builds")
+        if "architecture" in header and identity_hash(weights, architecture_of(model)) != header.get("model_hash"):
+            return disagree("the model hash does not match the weights and architecture")
+        if task.check_model is not None:
+            task.check_model(model)
+        certificate = Certificate(strategy.name, header["model_hash"], arrays, attributes)
+        bound, _ = strategy.verify(model, certificate, model_hash=header["model_hash"])
+    except (CertificateRejected, ModelRefused) as error:
+        return disagree(str(error))
     if bound.total_count != claimed["total_count"]:
         return disagree(f"claimed {claimed['total_count']} inputs in all, verification counts {bound.total_count}",
                         bound.correct_count)
-    if claimed.get("certified") and not bound.certified:
+    if claimed["certified"] and not bound.certified:
         return disagree("the claim is certified but this verification is not", bound.correct_count)
     if bound.correct_count < claimed["correct_count"]:
         return disagree(f"the claimed count was not reproduced: claimed {claimed['correct_count']}/"
@@ -164,4 +228,4 @@ def check(bundle, registry=None) -> CheckResult:
                        claimed["correct_count"], bound.correct_count)
 
 
-__all__ = ["CheckResult", "FORMAT", "SUFFIX", "certificate_hash", "check", "write_bundle"]
+__all__ = ["CheckResult", "FORMAT", "SUFFIX", "certificate_hash", "check", "claim_hashes", "claim_problem", "write_bundle"]

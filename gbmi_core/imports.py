@@ -180,20 +180,20 @@ def architecture_of(model) -> dict:
 def import_model(registry, task: str, path, store, *, config_path=None, allow_pickle: bool = False):
     """Load, check against ``task`` and store a model file: ``(model, key, model hash)``."""
     from .config import content_hash, unstructure
-    from .models import model_weights, weights_hash
+    from .models import model_hash, model_weights, weights_hash
 
     spec = registry.task(task)
     model, architecture = load_model(path, config_path=config_path, allow_pickle=allow_pickle)
     if spec.check_model is not None:
         spec.check_model(model)
     weights = model_weights(model)
-    digest = weights_hash(weights)
+    digest = model_hash(model)  # weights and architecture: another attention scale is another model
     key = f"models/{task}/imported-{digest}"
     config = spec.config_from_model(model) if spec.config_from_model is not None else None
     attributes = {"task": task, "imported": True, "source": str(path), "architecture": architecture,
                   "config": unstructure(config) if config is not None else {},
                   "config_hash": content_hash(config) if config is not None else "",
-                  "model_hash": digest, "metrics": {}}
+                  "model_hash": digest, "weights_hash": weights_hash(weights), "metrics": {}}
     if not store.exists(key):
         store.put(key, weights, attributes, packed=False)
     return model, key, digest
@@ -206,7 +206,7 @@ def model_from_imported(attributes: Mapping[str, Any], arrays: Mapping[str, np.n
     from .errors import CorruptEntry
     from .models import weights_hash
 
-    if weights_hash(arrays) != attributes.get("model_hash"):
-        raise CorruptEntry(f"store entry {key!r}: its weights do not hash to its recorded model hash")
+    if weights_hash(arrays) != attributes.get("weights_hash", attributes.get("model_hash")):
+        raise CorruptEntry(f"store entry {key!r}: its weights do not hash to its recorded weights hash")
     return build_hooked_transformer(attributes["architecture"],
                                     {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})

@@ -30,9 +30,27 @@ def weights_hash(weights: Mapping[str, np.ndarray]) -> str:
     return hash_arrays(hashlib.sha256(), weights).hexdigest()[:HASH_LENGTH]
 
 
+def identity_hash(weights: Mapping[str, np.ndarray], architecture: Mapping[str, Any] | None) -> str:
+    """The hash that names a model: its weights and the architecture fields that change what it computes
+    (attention scale and its switch, normalisation, activation, ...).  Two models that differ only in
+    ``attn_scale`` are different models, with different hashes."""
+    digest = hash_arrays(hashlib.sha256(), weights)
+    if architecture:
+        digest.update(b"architecture:" + json.dumps(dict(architecture), sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:HASH_LENGTH]
+
+
+def model_architecture(model: Any) -> dict | None:
+    """The TransformerLens config fields of a model (:data:`gbmi_core.imports.ARCHITECTURE_FIELDS`), or
+    ``None`` for a model without a TransformerLens config."""
+    from .imports import architecture_of
+
+    return architecture_of(model) if getattr(model, "cfg", None) is not None else None
+
+
 def model_hash(model: Any) -> str:
-    """A content hash of a model's weights: the same weights give the same hash anywhere."""
-    return weights_hash(model_weights(model))
+    """A content hash of a model: its weights and its architecture (:func:`identity_hash`), the same anywhere."""
+    return identity_hash(model_weights(model), model_architecture(model))
 
 
 def load_weights(model: Any, weights: Mapping[str, np.ndarray]) -> Any:
@@ -50,13 +68,17 @@ def model_key(task: str, config: Any) -> str:
     return f"models/{task}/{content_hash(config)}"
 
 
-def entry_attrs(task: str, config: Any, weights: Mapping[str, np.ndarray], metrics: Mapping[str, Any]) -> dict:
+def entry_attrs(task: str, config: Any, weights: Mapping[str, np.ndarray], metrics: Mapping[str, Any],
+                architecture: Mapping[str, Any] | None = None) -> dict:
+    """A model entry's attributes: ``model_hash`` names the model (weights and architecture, as
+    :func:`model_hash`), ``weights_hash`` checks the stored weights."""
     return {
         "task": task,
         "config_type": type(config).__qualname__,
         "config": unstructure(config),
         "config_hash": content_hash(config),
-        "model_hash": weights_hash(weights),
+        "model_hash": identity_hash(weights, architecture),
+        "weights_hash": weights_hash(weights),
         "metrics": json.loads(json.dumps(dict(metrics))),
     }
 
@@ -66,8 +88,8 @@ def model_from_entry(task_spec: Any, arrays: Mapping[str, np.ndarray], attribute
     config = structure(task_spec.config_type, attributes["config"])
     if content_hash(config) != attributes.get("config_hash"):
         raise CorruptEntry(f"store entry {key!r}: its config does not hash to its recorded config hash")
-    if weights_hash(arrays) != attributes.get("model_hash"):
-        raise CorruptEntry(f"store entry {key!r}: its weights do not hash to its recorded model hash")
+    if weights_hash(arrays) != attributes.get("weights_hash", attributes.get("model_hash")):
+        raise CorruptEntry(f"store entry {key!r}: its weights do not hash to its recorded weights hash")
     model = load_weights(task_spec.build_model(config), arrays)
     return model, config
 
@@ -77,7 +99,7 @@ def export_model_file(path: str | pathlib.Path, task: str, config: Any, model: A
     """Write a model as one ``.npz`` file (weights plus a JSON header) that :func:`read_model_file` reads."""
     path = pathlib.Path(path)
     weights = model_weights(model)
-    header = entry_attrs(task, config, weights, metrics)
+    header = entry_attrs(task, config, weights, metrics, model_architecture(model))
     with open(path, "wb") as handle:
         np.savez_compressed(handle, **{_META: np.array(json.dumps(header, sort_keys=True))}, **weights)
     return path
@@ -137,5 +159,5 @@ class ShippedModels:
         self.write(train, parser.parse_args(argv).output)
 
 
-__all__ = ["canonical_json", "model_hash", "model_weights", "weights_hash", "export_model_file", "load_model_file",
+__all__ = ["canonical_json", "identity_hash", "model_architecture", "model_hash", "model_weights", "weights_hash", "export_model_file", "load_model_file",
            "read_model_file", "ShippedModels"]

@@ -330,7 +330,7 @@ class Registry:
         Returns ``(model, metrics)``.  A trained or imported model is written to the store keyed by the
         config's content hash, so the next call loads it without training.
         """
-        from .models import entry_attrs, model_from_entry, model_key, model_weights, read_model_file
+        from .models import entry_attrs, model_architecture, model_from_entry, model_key, model_weights, read_model_file
         from .store import Store
 
         spec = self.task(task)
@@ -352,13 +352,15 @@ class Registry:
                 path = reference() if callable(reference) else reference
                 arrays, attributes = read_model_file(path)
                 model, _ = model_from_entry(spec, arrays, attributes, str(path))
+                attributes = entry_attrs(task, config, arrays, attributes["metrics"], model_architecture(model))
                 store.put(key, arrays, attributes, packed=False)
                 return model, attributes["metrics"]
         trained = self.trainer(task).train(config, progress=progress)
         if not isinstance(trained, TrainedModel):
             raise GbmiError(f"the trainer of task {task!r} returned a {type(trained).__name__}, not a TrainedModel")
         weights = model_weights(trained.model)
-        store.put(key, weights, entry_attrs(task, config, weights, trained.metrics), packed=False)
+        store.put(key, weights, entry_attrs(task, config, weights, trained.metrics, model_architecture(trained.model)),
+                  packed=False)
         return trained.model, dict(trained.metrics)
 
 

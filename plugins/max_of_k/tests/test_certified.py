@@ -190,7 +190,9 @@ def test_a_raised_claim_is_rejected_and_the_cli_exits_nonzero(registry, bundles)
     path = bundles["cubic"]
 
     def claim(header, arrays):
-        header["claimed"]["correct_count"] += 1
+        claimed = header["claimed"]
+        claimed["correct_count"] += 1
+        claimed["accuracy_lower_bound"] = claimed["correct_count"] / claimed["total_count"]
 
     _rewrite(path, claim)
     result = gbmi_core.check(path, registry)

@@ -222,3 +222,15 @@ def test_a_certificate_cached_by_an_older_search_is_searched_anew(registry, tmp_
     entry = store.get(key)
     assert entry.attrs["gbmi_search_version"] == "2" and "mean_attention" in entry.arrays
     assert "gbmi_search_version" not in strategy.search(reference_model, store=store).attrs
+
+
+def test_spectral_norm_bound_of_a_zero_matrix_is_zero_and_never_nan():
+    from gbmi_core.certified import Interval, matmul
+
+    zero = torch.zeros(5, 4, dtype=torch.float64)
+    assert float(sc.spectral_norm_bound(Interval.exact(zero)).hi) == 0.0
+    tiny = matmul(Interval.exact(zero), torch.zeros(4, 3, dtype=torch.float64))  # zero, with a radius
+    bound = sc.spectral_norm_bound(tiny)
+    assert np.isfinite(float(bound.lo)) and 0 <= float(bound.hi) < 1e-100
+    X = torch.randn(6, 5, dtype=torch.float64)
+    assert float(sc.spectral_norm_bound(Interval.exact(X)).hi) >= float(torch.linalg.matrix_norm(X, ord=2))

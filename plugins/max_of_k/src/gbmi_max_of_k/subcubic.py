@@ -399,13 +399,16 @@ def spectral_norm_bound(X: Interval) -> Interval:
     """
     if not X.certified:
         return Interval.exact(torch.linalg.matrix_norm(X.mid, ord=2), certified=False)
+    if not bool(X.lo.any()) and not bool(X.hi.any()):  # exactly the zero matrix: its norm is 0
+        return Interval.exact(torch.zeros((), dtype=torch.float64))
     gram = X.T @ X
     guess = float(torch.linalg.matrix_norm(X.mid, ord=2)) ** 2
     for eps in (2.0**-30, 2.0**-20, 2.0**-10):
         t = guess * (1 + eps) + 2.0**-1000
         if _certainly_positive_definite(Interval.exact(torch.eye(gram.shape[0], dtype=torch.float64) * t) - gram):
             return Interval.exact(torch.tensor(t, dtype=torch.float64)).sqrt()
-    return (X * X).sum(1).sum(0).sqrt()
+    magnitude = X.abs()  # squares of |X| keep the lower end >= 0, so the square root is never NaN
+    return (magnitude * magnitude).sum(1).sum(0).sqrt()
 
 
 def _certainly_positive_definite(A: Interval) -> bool:
