@@ -33,6 +33,7 @@ ARCHITECTURE_FIELDS = (
     "original_architecture", "default_prepend_bos", "tokenizer_prepends_bos", "parallel_attn_mlp",
     "gated_mlp", "use_attn_result", "use_split_qkv_input", "use_hook_mlp_in", "use_local_attn",
     "use_qk_norm", "rotary_dim", "n_key_value_heads", "output_logits_soft_cap", "attn_scores_soft_cap",
+    "scale_attn_by_inverse_layer_idx",
 )
 
 

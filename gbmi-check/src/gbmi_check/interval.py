@@ -1,0 +1,225 @@
+"""Rigorous arithmetic: float64 intervals in numpy, and FLINT's arb balls for what needs more.
+
+Every ``Iv`` holds arrays ``lo <= hi`` that enclose the exact real value of the formula computed.  The
+inequalities this module relies on, each stated where it is used:
+
+(R1) IEEE 754 binary64, round to nearest: ``+ - * /`` are correctly rounded, so the exact result of one
+     operation lies between the two neighbours (``nextafter``) of the computed one (subnormals and
+     overflow to ``inf`` included).
+(R2) A dot product of length ``k`` computed in any order, with or without FMA (numpy's BLAS):
+     ``|fl(Σ x_i y_i) - Σ x_i y_i| <= γ_k Σ |x_i y_i| + k·η``, ``γ_k = k u / (1 - k u)``, ``u = 2^-53``,
+     ``η = 2^-1074`` (Higham, Accuracy and Stability, §3.1; the η term covers underflow).
+(R3) Radii and error terms are sums and products of nonnegative floats: each is computed with relative
+     error at most ``γ_{k+2}`` for ``k`` terms, so scaling them by ``1 + 2^-30`` (far more than any
+     ``γ`` here, ``k < 2^20``) and adding ``2^-1060`` per term keeps them upper bounds.
+(R4) ``exp`` and ``log`` come from FLINT's arb (rigorous balls), evaluated at each endpoint and rounded
+     outward by (R1)'s neighbour rule on conversion to float64; both are increasing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flint import arb
+
+U = 2.0**-53
+TINY = 2.0**-1060  # (R3): an absolute allowance per term for underflow in error terms
+INFLATE = 1 + 2.0**-30  # (R3)
+
+
+def down(x):
+    return np.nextafter(x, -np.inf)
+
+
+def up(x):
+    return np.nextafter(x, np.inf)
+
+
+def gamma(k: int) -> float:
+    return k * U / (1 - k * U)
+
+
+def to_float_down(b: arb) -> float:
+    """A float at most the ball's lower end (R4)."""
+    return float(np.nextafter(float(b.lower()), -np.inf))
+
+
+def to_float_up(b: arb) -> float:
+    return float(np.nextafter(float(b.upper()), np.inf))
+
+
+class Iv:
+    """Intervals over float64 arrays, outward rounded (module doc)."""
+
+    __slots__ = ("lo", "hi")
+
+    def __init__(self, lo, hi=None):
+        self.lo = np.asarray(lo, dtype=np.float64)
+        self.hi = self.lo if hi is None else np.asarray(hi, dtype=np.float64)
+
+    @staticmethod
+    def of(x) -> "Iv":
+        """An exact value: float32 and float64 numbers convert to float64 exactly."""
+        return Iv(np.asarray(x, dtype=np.float64))
+
+    @staticmethod
+    def from_balls(balls, shape) -> "Iv":
+        """From arb balls (a flat list, row-major) to an interval array of ``shape`` (R4's rounding)."""
+        lo = np.array([to_float_down(b) for b in balls], dtype=np.float64).reshape(shape)
+        hi = np.array([to_float_up(b) for b in balls], dtype=np.float64).reshape(shape)
+        return Iv(lo, hi)
+
+    def _c(self, other) -> "Iv":
+        return other if isinstance(other, Iv) else Iv.of(other)
+
+    # (R1) for each operation: one neighbour outward
+    def __add__(self, other):
+        o = self._c(other)
+        return Iv(down(self.lo + o.lo), up(self.hi + o.hi))
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        o = self._c(other)
+        return Iv(down(self.lo - o.hi), up(self.hi - o.lo))
+
+    def __rsub__(self, other):
+        return self._c(other) - self
+
+    def __neg__(self):
+        return Iv(-self.hi, -self.lo)
+
+    def __mul__(self, other):
+        o = self._c(other)
+        products = [self.lo * o.lo, self.lo * o.hi, self.hi * o.lo, self.hi * o.hi]
+        products = [np.where(np.isnan(p), np.where((a == 0) | (b == 0), 0.0, np.nan), p)  # 0 * inf = 0 here
+                    for p, (a, b) in zip(products, [(self.lo, o.lo), (self.lo, o.hi), (self.hi, o.lo), (self.hi, o.hi)])]
+        return Iv(down(np.minimum.reduce(products)), up(np.maximum.reduce(products)))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        o = self._c(other)
+        if not bool((o.lo > 0).all()):
+            raise ArithmeticError("division by an interval that may not be positive")
+        q = [self.lo / o.lo, self.lo / o.hi, self.hi / o.lo, self.hi / o.hi]
+        return Iv(down(np.minimum.reduce(q)), up(np.maximum.reduce(q)))
+
+    def __getitem__(self, index):
+        return Iv(self.lo[index], self.hi[index])
+
+    @property
+    def shape(self):
+        return self.lo.shape
+
+    def map(self, fn) -> "Iv":
+        """An index-only operation (reshape, transpose, broadcast): exact."""
+        return Iv(fn(self.lo), fn(self.hi))
+
+    def exp(self) -> "Iv":
+        return Iv(_elementwise(self.lo, lambda b: b.exp(), to_float_down),
+                  _elementwise(self.hi, lambda b: b.exp(), to_float_up))
+
+    def log(self) -> "Iv":
+        """``log`` of a positive interval (``-inf`` below where the lower end is 0)."""
+        lo = _elementwise(np.maximum(self.lo, 0.0), lambda b: b.log() if b > 0 else None, to_float_down)
+        return Iv(lo, _elementwise(self.hi, lambda b: b.log() if b > 0 else None, to_float_up))
+
+    def maximum(self, other) -> "Iv":
+        o = self._c(other)
+        return Iv(np.maximum(self.lo, o.lo), np.maximum(self.hi, o.hi))
+
+    def minimum(self, other) -> "Iv":
+        o = self._c(other)
+        return Iv(np.minimum(self.lo, o.lo), np.minimum(self.hi, o.hi))
+
+    def amax(self, axis) -> "Iv":
+        return Iv(self.lo.max(axis), self.hi.max(axis))
+
+    def amin(self, axis) -> "Iv":
+        return Iv(self.lo.min(axis), self.hi.min(axis))
+
+    def abs(self) -> "Iv":
+        lo = np.where(self.lo >= 0, self.lo, np.where(self.hi <= 0, -self.hi, 0.0))
+        return Iv(lo, np.maximum(np.abs(self.lo), np.abs(self.hi)))
+
+    def sum(self, axis) -> "Iv":
+        """(R2) with ``y = 1``: the error of a float sum of ``k`` terms is at most ``γ_k Σ|x| + kη``."""
+        k = self.lo.shape[axis]
+        g = 2 * gamma(k) * INFLATE
+        lo, hi = self.lo.sum(axis), self.hi.sum(axis)
+        return Iv(down(lo - (g * np.abs(self.lo).sum(axis) + k * TINY)),
+                  up(hi + (g * np.abs(self.hi).sum(axis) + k * TINY)))
+
+    def certainly_negative(self):
+        return self.hi < 0  # NaN: False
+
+    def certainly_positive(self):
+        return self.lo > 0
+
+
+def where(condition, a: Iv, b) -> Iv:
+    b = b if isinstance(b, Iv) else Iv.of(b)
+    return Iv(np.where(condition, a.lo, b.lo), np.where(condition, a.hi, b.hi))
+
+
+def stack(items, axis=0) -> Iv:
+    return Iv(np.stack([i.lo for i in items], axis), np.stack([i.hi for i in items], axis))
+
+
+def matmul(a: Iv, b: Iv) -> Iv:
+    """A certified product in midpoint-radius form: with ``A = Am ± Ar`` and ``B = Bm ± Br``,
+    ``|AB - Am Bm| <= |Am| Br + Ar (|Bm| + Br)`` entrywise (exactly), plus (R2) for ``fl(Am Bm)``; the
+    radius itself is an upper bound by (R3)."""
+    a, b = (x if isinstance(x, Iv) else Iv.of(x) for x in (a, b))
+    k = a.lo.shape[-1]
+    am, bm = (a.lo + a.hi) / 2, (b.lo + b.hi) / 2
+    ar = np.maximum(up(a.hi - am), up(am - a.lo))  # (R1): each difference rounded up bounds the exact one
+    br = np.maximum(up(b.hi - bm), up(bm - b.lo))
+    mid = am @ bm
+    rad = (np.abs(am) @ br + ar @ (np.abs(bm) + br) + 2 * gamma(k) * (np.abs(am) @ np.abs(bm))) * INFLATE \
+        + (k + 4) * TINY
+    rad = rad * INFLATE + TINY
+    return Iv(down(mid - rad), up(mid + rad))
+
+
+def _elementwise(x: np.ndarray, fn, convert) -> np.ndarray:
+    """Apply an arb function to each distinct value of ``x`` and convert outward (R4).  ``None`` -> -inf."""
+    flat = x.reshape(-1)
+    values, inverse = np.unique(flat, return_inverse=True)
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values.tolist()):
+        if np.isnan(v):
+            out[i] = np.nan
+        elif np.isinf(v):
+            out[i] = fn_inf(fn, v)
+        else:
+            b = fn(arb(v))
+            out[i] = -np.inf if b is None else convert(b)
+    return out[inverse].reshape(x.shape)
+
+
+def fn_inf(fn, v: float) -> float:
+    """exp(-inf) = 0, exp(inf) = inf, log(inf) = inf (the only infinite cases met)."""
+    probe = fn(arb(1.0))
+    if probe is None:
+        return -np.inf
+    return 0.0 if v < 0 else np.inf
+
+
+def log_sum_exp(x: Iv, axis) -> Iv:
+    """``log Σ exp(x)`` along ``axis`` (increasing in every argument): each end from the other end's values,
+    shifted by an exact float (the largest lower end) so that nothing overflows."""
+    shift = np.max(np.where(np.isfinite(x.lo), x.lo, -np.inf), axis=axis, keepdims=True)
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    shifted = Iv(x.lo - 0.0, x.hi - 0.0) - Iv.of(shift)
+    total = shifted.exp().sum(axis)
+    return total.log() + Iv.of(np.squeeze(shift, axis))
+
+
+def sigmoid(x: Iv) -> Iv:
+    """``1 / (1 + exp(-x))``: increasing, each end evaluated on its own."""
+    def at(v, side):
+        e = Iv.of(-v).exp()
+        r = Iv.of(1.0) / (Iv.of(1.0) + e)
+        return r.lo if side == "lo" else r.hi
+    return Iv(at(x.lo, "lo"), at(x.hi, "hi"))
