@@ -124,6 +124,10 @@ class Iv:
         lo = _elementwise(np.maximum(self.lo, 0.0), lambda b: b.log() if b > 0 else None, to_float_down)
         return Iv(lo, _elementwise(self.hi, lambda b: b.log() if b > 0 else None, to_float_up))
 
+    def sqrt(self) -> "Iv":
+        """Of a nonnegative interval: IEEE ``sqrt`` is correctly rounded, so (R1) applies."""
+        return Iv(np.maximum(down(np.sqrt(np.maximum(self.lo, 0.0))), 0.0), up(np.sqrt(self.hi)))
+
     def maximum(self, other) -> "Iv":
         o = self._c(other)
         return Iv(np.maximum(self.lo, o.lo), np.maximum(self.hi, o.hi))
