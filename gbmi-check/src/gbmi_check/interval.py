@@ -14,9 +14,12 @@ inequalities this module relies on, each stated where it is used:
      ``γ`` here, ``k < 2^20``) and adding ``2^-1060`` per term keeps them upper bounds.
 (R4) ``exp`` and ``log`` come from FLINT's arb (rigorous balls), evaluated at each endpoint and rounded
      outward by (R1)'s neighbour rule on conversion to float64; both are increasing.
+(R5) For large arrays ``exp`` is evaluated in numpy with a proved error bound (:func:`exp_bounds`).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from flint import arb
@@ -26,12 +29,19 @@ TINY = 2.0**-1060  # (R3): an absolute allowance per term for underflow in error
 INFLATE = 1 + 2.0**-30  # (R3)
 
 
-def down(x):
-    return np.nextafter(x, -np.inf)
+_BIG = np.finfo(np.float64).max
 
 
 def up(x):
-    return np.nextafter(x, np.inf)
+    """A float at least the next float above ``x`` (so above the exact result that ``x`` rounds, by R1):
+    ``δ = |x| 2^-52 + 2^-1074`` is at least one ulp of ``x`` (exact scaling by a power of two; the ``2^-1074``
+    covers subnormals), and rounding ``x + δ >= next(x)`` to nearest cannot go below the float ``next(x)``.
+    Infinities stay as they are (``|x|`` is capped so that ``-inf + δ`` is not NaN)."""
+    return x + (np.minimum(np.abs(x), _BIG) * 2.0**-52 + 2.0**-1074)
+
+
+def down(x):
+    return x - (np.minimum(np.abs(x), _BIG) * 2.0**-52 + 2.0**-1074)
 
 
 def gamma(k: int) -> float:
@@ -116,6 +126,9 @@ class Iv:
         return Iv(fn(self.lo), fn(self.hi))
 
     def exp(self) -> "Iv":
+        """(R4) through arb for up to :data:`ARB_LIMIT` distinct values; (R5) beyond."""
+        if self.lo.size > ARB_LIMIT:
+            return Iv(exp_bounds(self.lo)[0], exp_bounds(self.hi)[1])
         return Iv(_elementwise(self.lo, lambda b: b.exp(), to_float_down),
                   _elementwise(self.hi, lambda b: b.exp(), to_float_up))
 
@@ -161,6 +174,44 @@ class Iv:
         return self.lo > 0
 
 
+ARB_LIMIT = 1 << 16
+_LN2 = arb(2).log()
+_LN2_LO, _LN2_HI = to_float_down(_LN2), to_float_up(_LN2)
+_TAYLOR = 18  # terms of exp's series: for |r| <= 0.36, r^18/18! < 3e-24
+
+
+def exp_bounds(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R5) ``lo <= exp(x) <= hi`` for float arrays, vectorised.  ``x = k ln2 + r`` with ``k`` an integer
+    (any choice is exact math) and ``r`` enclosed by interval arithmetic (R1) with ``ln2`` between two floats
+    (from arb); ``|r| <= 0.36``.  ``p(r) = Σ_{i<18} r^i/i!`` by Horner in floats has error at most
+    ``γ_36 Σ |r|^i/i! + Σ u|r|^i/i! <= (γ_36 + u) e^0.36`` (Higham §5.1, coefficients rounded to nearest), the
+    series remainder is below ``3e-24``, and ``p(r) >= e^-0.36 - 3e-24 > 0.69``; so ``exp(r) = p̃ (1 ± 1e-13)``
+    for each end of ``r`` (exp is increasing).  ``2^k`` scaling by ``ldexp`` is one correctly rounded operation
+    (R1).  NaN stays NaN; ``±inf`` give ``inf`` and ``0``."""
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        return _exp_bounds(np.asarray(x, dtype=np.float64))
+
+
+def _exp_bounds(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    finite = np.isfinite(x)
+    xs = np.where(finite, np.clip(x, -1100.0, 1100.0), 0.0)
+    k = np.rint(xs / 0.6931471805599453)
+    r = Iv.of(xs) - Iv.of(k) * Iv(np.full(xs.shape, _LN2_LO), np.full(xs.shape, _LN2_HI))
+    out = []
+    for end, side in ((r.lo, -1), (r.hi, 1)):
+        y = np.full(xs.shape, 1.0 / math.factorial(_TAYLOR - 1))
+        for i in range(_TAYLOR - 2, -1, -1):
+            y = y * end + 1.0 / math.factorial(i)
+        y = y * (1 + side * 1e-13)
+        y = np.ldexp(y, k.astype(np.int64).clip(-2200, 2200))
+        out.append(down(y) if side < 0 else up(y))
+    lo, hi = out
+    lo = np.where(finite, np.where(x < -1100, 0.0, np.maximum(lo, 0.0)), np.where(x == np.inf, np.inf, np.where(x == -np.inf, 0.0, np.nan)))
+    hi = np.where(finite, np.where(x > 1100, np.inf, hi), np.where(x == np.inf, np.inf, np.where(x == -np.inf, 0.0, np.nan)))
+    hi = np.where(finite & (x < -1100), 2.0**-1074, hi)
+    return lo, hi
+
+
 def where(condition, a: Iv, b) -> Iv:
     b = b if isinstance(b, Iv) else Iv.of(b)
     return Iv(np.where(condition, a.lo, b.lo), np.where(condition, a.hi, b.hi))
@@ -170,18 +221,22 @@ def stack(items, axis=0) -> Iv:
     return Iv(np.stack([i.lo for i in items], axis), np.stack([i.hi for i in items], axis))
 
 
-def matmul(a: Iv, b: Iv) -> Iv:
-    """A certified product in midpoint-radius form: with ``A = Am ± Ar`` and ``B = Bm ± Br``,
-    ``|AB - Am Bm| <= |Am| Br + Ar (|Bm| + Br)`` entrywise (exactly), plus (R2) for ``fl(Am Bm)``; the
-    radius itself is an upper bound by (R3)."""
-    a, b = (x if isinstance(x, Iv) else Iv.of(x) for x in (a, b))
-    k = a.lo.shape[-1]
-    am, bm = (a.lo + a.hi) / 2, (b.lo + b.hi) / 2
-    ar = np.maximum(up(a.hi - am), up(am - a.lo))  # (R1): each difference rounded up bounds the exact one
-    br = np.maximum(up(b.hi - bm), up(bm - b.lo))
+def split(x: Iv) -> tuple[np.ndarray, np.ndarray]:
+    """Midpoint and radius ``(m, r)`` with ``[lo, hi] ⊆ [m - r, m + r]``: each difference rounded up (R1)."""
+    m = (x.lo + x.hi) / 2
+    return m, np.maximum(up(x.hi - m), up(m - x.lo))
+
+
+def matmul(a, b) -> Iv:
+    """A certified product; ``a``/``b`` are intervals or ``(mid, rad)`` pairs from :func:`split`.  With
+    ``A = Am ± Ar`` and ``B = Bm ± Br``, ``|AB - Am Bm| <= |Am| Br + Ar (|Bm| + Br)`` entrywise (exactly), plus
+    (R2) for ``fl(Am Bm)``; the radius itself is an upper bound by (R3)."""
+    am, ar = a if isinstance(a, tuple) else split(a if isinstance(a, Iv) else Iv.of(a))
+    bm, br = b if isinstance(b, tuple) else split(b if isinstance(b, Iv) else Iv.of(b))
+    k = am.shape[-1]
     mid = am @ bm
-    rad = (np.abs(am) @ br + ar @ (np.abs(bm) + br) + 2 * gamma(k) * (np.abs(am) @ np.abs(bm))) * INFLATE \
-        + (k + 4) * TINY
+    abs_bm = np.abs(bm)
+    rad = (np.abs(am) @ (br + 2 * gamma(k) * abs_bm) + ar @ (abs_bm + br)) * INFLATE + (k + 4) * TINY
     rad = rad * INFLATE + TINY
     return Iv(down(mid - rad), up(mid + rad))
 
