@@ -232,16 +232,27 @@ def format_results(results, names=None) -> str:
 
 @main.command("check")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--independent", is_flag=True,
+              help="Check with gbmi-check, the independent checker (numpy and FLINT only; shares no code with gbmi).")
 @click.pass_context
-def check_cmd(ctx, bundles):
+def check_cmd(ctx, bundles, independent):
     """Re-run verification (never search, never the store) of proof BUNDLES, files or folders of them.
 
-    Prints agree or disagree per bundle; exits 1 if any disagrees.
+    Prints agree or disagree per bundle; exits 1 if any disagrees.  With --independent, the bundles are
+    checked by gbmi-check in a separate process instead (it must be installed).
     """
     import pathlib
 
     from .bundle import SUFFIX, check
 
+    if independent:
+        import shutil
+        import subprocess
+        import sys
+
+        if shutil.which("gbmi-check") is None and not _module_exists("gbmi_check"):
+            raise GbmiError("--independent needs gbmi-check (pip install -e gbmi-check, or scripts/setup.sh)")
+        ctx.exit(subprocess.run([sys.executable, "-m", "gbmi_check", *bundles]).returncode)
     registry = _registry(ctx)
     paths = []
     for given in bundles:
@@ -258,6 +269,12 @@ def check_cmd(ctx, bundles):
     if failures:
         click.echo(f"{failures} of {len(paths)} bundles disagree", err=True)
         ctx.exit(1)
+
+
+def _module_exists(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
 
 
 @main.command("prove")

@@ -18,10 +18,10 @@ extras=""
 
 echo "==> installing torch (CPU build, pinned) and build tools"
 "${PIP[@]}" install -c constraints.txt torch setuptools wheel
-echo "==> installing gbmi-core${extras} and the plugins in plugins/ (editable)"
+echo "==> installing gbmi-core${extras}, the plugins in plugins/ and the independent checker gbmi-check (editable)"
 plugins=()
 for dir in plugins/*/; do
     [ -f "$dir/pyproject.toml" ] && plugins+=(-e "$dir")
 done
-"${PIP[@]}" install -c constraints.txt --no-build-isolation -e ".${extras}" "${plugins[@]}"
+"${PIP[@]}" install -c constraints.txt --no-build-isolation -e ".${extras}" "${plugins[@]}" -e gbmi-check
 echo "==> ready: $VENV/bin/gbmi"

@@ -121,8 +121,7 @@ def count_inputs(d: int, n: int) -> int:
 def _softmax_rows(E: Iv, mask: np.ndarray) -> Iv:
     """Rows of nonnegative weights (masked entries 0) divided by their sums (positive)."""
     E = Iv(np.where(mask, E.lo, 0.0), np.where(mask, E.hi, 0.0))
-    out = E / E.sum(-1).map(lambda a: a[..., None])
-    return Iv(np.maximum(out.lo, 0.0), out.hi)  # the exact weights are >= 0
+    return (E / E.sum(-1).map(lambda a: a[..., None])).clip(0.0, 1.0)  # softmax weights lie in [0, 1]
 
 
 def layer0_weights(T: dict) -> Iv:

@@ -108,11 +108,18 @@ class Iv:
     __rmul__ = __mul__
 
     def __truediv__(self, other):
+        """Where the divisor may be 0 or negative the quotient is unbounded: ``[-inf, inf]`` (proves nothing)."""
         o = self._c(other)
-        if not bool((o.lo > 0).all()):
-            raise ArithmeticError("division by an interval that may not be positive")
-        q = [self.lo / o.lo, self.lo / o.hi, self.hi / o.lo, self.hi / o.hi]
-        return Iv(down(np.minimum.reduce(q)), up(np.maximum.reduce(q)))
+        positive = o.lo > 0
+        safe = np.where(positive, o.lo, 1.0), np.where(positive, o.hi, 1.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            q = [self.lo / safe[0], self.lo / safe[1], self.hi / safe[0], self.hi / safe[1]]
+        lo, hi = down(np.minimum.reduce(q)), up(np.maximum.reduce(q))
+        return Iv(np.where(positive, lo, -np.inf), np.where(positive, hi, np.inf))
+
+    def clip(self, low: float, high: float) -> "Iv":
+        """Intersect with ``[low, high]``, for a quantity known (by mathematics) to lie there."""
+        return Iv(np.maximum(self.lo, low), np.minimum(self.hi, high))
 
     def __getitem__(self, index):
         return Iv(self.lo[index], self.hi[index])

@@ -30,7 +30,7 @@ from math import comb
 
 import numpy as np
 
-from .interval import Iv, stack, where
+from .interval import Iv, log_sum_exp, stack, where
 from .max_of_k import Model, tables
 
 
@@ -61,31 +61,52 @@ def cubic(M: Model) -> int:
     EVOUc = EVOU - diag(EVOU).map(lambda a: a[:, None])  # [m, x] = EVOU[m,x] - EVOU[m,m]
     only_max = where(off, EUPU - diag(EUPU).map(lambda a: a[:, None]) + EVOUc + Ppess, Iv.of(-np.inf)).amax(-1)
     correct = int((only_max.hi < 0).sum())  # (C4): q = m, c = 0
-    P = (p - Iv.of(p.hi.max(-1, keepdims=True))).exp()  # [q, i]: positional weights, shifted per query
-    ordered = Iv(np.sort(P.lo[:, : n - 1], -1), np.sort(P.hi[:, : n - 1], -1))  # (C5): ascending
-    E = (s - Iv.of(s.hi.max(-1, keepdims=True))).exp()  # [q, t]: token weights, shifted per query
-    zero = Iv.of(0.0)
+    # (C5): positional scores of the non-query slots, ascending order statistics; logs of summed weights
+    ordered = Iv(np.sort(p.lo[:, : n - 1], -1), np.sort(p.hi[:, : n - 1], -1))  # [q, slot]
+    low, high = _log_sums(ordered)  # [q, r]: log Σ exp over the r lowest / highest slots
+    p_query = p[:, n - 1]
     for q in range(V):
         beta = Upess[q].map(lambda a: a[:, None]) + EPpess  # [m, t]
-        w_query = E[q, q] * P[q, n - 1]
-        # (C4): q < m with K-1 copies of m
-        aq = w_query / (w_query + E[q] * ordered[q].sum(-1))  # [m]
+        s_m = s[q].map(lambda a: a[:, None])  # [m, 1]
+        # (C4): q < m with K-1 copies of m: a_q = 1 / (1 + exp(s_m + log Σ_i exp(p_i) - s_q - p_q))
+        aq = (Iv.of(1.0) / (Iv.of(1.0) + (s[q] + low[q, n - 1] - s[q, q] - p_query[q]).exp())).clip(0.0, 1.0)
         terms = (EUPU[q].map(lambda a: a[None, :] - a[:, None]) + Ppess
                  + EVOUc * (Iv.of(1.0) - aq).map(lambda a: a[:, None])
                  + EVOU[q].map(lambda a: a[None, :] - a[:, None]) * aq.map(lambda a: a[:, None]))  # [m, x]
         bound = where(off, terms, Iv.of(-np.inf)).amax(-1)
         correct += int(((bound.hi < 0) & (idx > q)).sum())
-        # (C2), (C3): c >= 1
-        query = where(idx == q, w_query * diag(beta), w_query * beta[:, q])  # [m]: the query slot's term
+        # (C2), (C3), c >= 1; Q divided by the max slots' total weight exp(s_m) X:
+        # Q' = β[m,m] + [q≠m] exp(s_q + p_q - s_m - log X) β[m,q] + exp(s_k - s_m + log Y - log X) β[m,k]
         for c in range(1, n):
             r = n - 1 - c  # max slots outside the query
-            low, high = ordered[q][:r].sum(-1) if r else zero, ordered[q][c:].sum(-1) if r else zero
-            X = stack([low, high])  # [ρ]
-            Y = stack([ordered[q][r:].sum(-1), ordered[q][:c].sum(-1)])
-            Q = ((E[q] * diag(beta)).map(lambda a: a[None, :, None]) * X.map(lambda a: a[:, None, None])
-                 + query.map(lambda a: a[None, :, None])
-                 + E[q].map(lambda a: a[None, None, :]) * Y.map(lambda a: a[:, None, None]) * beta.map(lambda a: a[None]))
+            logX = stack([low[q, r], high[q, r]])  # [ρ]: max tokens on the lowest / highest scores
+            logY = stack([high[q, c], low[q, c]])
+            with_query = stack([_add_log(logX[0], p_query[q]), _add_log(logX[1], p_query[q])])
+            logX_m = where((idx == q)[None, :], with_query.map(lambda a: a[:, None]),
+                           logX.map(lambda a: a[:, None]))  # [ρ, m]: the query is a max slot when q = m
+            query = where((idx == q)[None, :], Iv.of(0.0),
+                          (s[q, q] + p_query[q] - s_m.map(lambda a: a[None, :, 0]) - logX_m).exp() * beta[:, q].map(lambda a: a[None]))
+            ratio = (s[q].map(lambda a: a[None, None, :]) - s_m.map(lambda a: a[None]) + logY.map(lambda a: a[:, None, None])
+                     - logX_m.map(lambda a: a[:, :, None])).exp()  # [ρ, m, k]
+            Q = diag(beta).map(lambda a: a[None, :, None]) + query.map(lambda a: a[:, :, None]) + ratio * beta.map(lambda a: a[None])
             good = (Q.hi < 0).all(0) & (idx[None, :] < idx[:, None])  # [m, k]: k < m, both orderings
             valid = (idx >= q) & ((idx == q) | (r >= 1))  # q <= m; q < m needs a max outside the query
             correct += sum(comb(n - 1, c) * int(g) ** c for g in good.sum(-1)[valid])
     return correct
+
+
+def _log_sums(ordered: Iv) -> tuple[Iv, Iv]:
+    """``(low, high) [q, r]``: ``log Σ exp`` of the ``r`` lowest and of the ``r`` highest values (``-inf`` at r=0)."""
+    k = ordered.shape[-1]
+    r = np.arange(k + 1)
+    lowest = r[:, None] > np.arange(k)[None, :]  # [r, slot]
+    highest = r[:, None] > np.arange(k)[None, ::-1]
+    def sums(mask):
+        x = ordered.map(lambda a: np.where(mask[None], a[:, None, :], -np.inf))
+        return log_sum_exp(x, -1)
+    return sums(lowest), sums(highest)
+
+
+def _add_log(a: Iv, b: Iv) -> Iv:
+    """``log(exp a + exp b)``."""
+    return log_sum_exp(stack([a, b], -1), -1)

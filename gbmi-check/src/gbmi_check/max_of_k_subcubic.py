@@ -14,8 +14,8 @@ counts every token other than the max ``m``, the query included when ``q ≠ m``
      :func:`error_bound`); here ``approx = EQKE' - Err`` with ``Err`` the exact remainder of the split.
 (S3) Every non-max token ``k <= j`` has ``EQKE[q,m] - EQKE[q,k] ∈ [Δmin, Δmax]``, ``Δmin = approx[q,m] -
      max_{k<=j} approx[q,k] - err[q]``, ``Δmax = approx[q,m] - min_{k<=j} approx[q,k] + err[q]``.
-(S4) The attention ``a`` on the max slots is ``1 / (1 + Y e^{-gap/scale} / X)`` at one common gap, ``X`` and
-     ``Y`` the summed positional weights of max and non-max slots (the query's is ``e^0``); it increases
+(S4) The attention ``a`` on the max slots is ``1 / (1 + exp(log Y - log X - gap/scale))`` at one common gap,
+     ``X`` and ``Y`` the summed positional weights of max and non-max slots (the query's is ``e^0``); it increases
      with every gap and with ``X`` at fixed total, so ``amin`` (all gaps ``Δmin``, max tokens on the lowest
      positional scores) ``<= a <=`` ``amax`` (``Δmax``, highest).  Order statistics as in the cubic proof.
 (S5) ``logit[x] - logit[m] <= Lx[m,x] + Uq[q] + a r[m,x] + (1 - a) W`` with ``r[m,x] = EVOU[m,x] - EVOU[m,m]``,
@@ -34,8 +34,9 @@ from math import comb
 import numpy as np
 
 from .bundle import Bundle, Refused, certificate_array
-from .interval import Iv, matmul, where
+from .interval import Iv, log_sum_exp, matmul, stack, where
 from .max_of_k import Model, tables
+from .max_of_k_cubic import _log_sums
 
 EUPU = ("global_max_diff_exact", "max_diff_exact", "mean_query+max_diff", "svd_query+max_diff", "max_diff")
 ATTENTION = ("mean_query+diff", "drop_average_query_per_output_logit_reasoning")
@@ -205,12 +206,13 @@ def subcubic(M: Model, b: Bundle, options: tuple[str, str, str]) -> int:
     bottom = Iv(np.minimum.accumulate(approx.lo, 1), np.minimum.accumulate(approx.hi, 1))
     EUPU_ = T["EUPU"]
     only_max = where(off, EUPU_ - EUPU_.map(lambda a: np.diag(a)[:, None]) + r + Pc, Iv.of(-np.inf)).amax(-1)  # (S6)
-    # (S4): positional weights relative to the query, shifted to avoid overflow; order statistics ascending
+    # (S4): positional scores relative to the query's (its own is 0), ascending order statistics, and the
+    # logs of the summed weights of the r lowest / highest non-query slots, with or without the query's e^0
     pe = (T["EQKP"][:, : n - 1] - T["EQKP"].map(lambda a: a[:, n - 1:])) / scale  # [q, n-1]
-    shift = np.maximum(pe.hi.max(-1, keepdims=True), 0.0)
-    P = (pe - Iv.of(shift)).exp()
-    ordered = Iv(np.sort(P.lo, -1), np.sort(P.hi, -1))
-    query = (Iv.of(-shift[:, 0])).exp()  # [q]: the query slot's positional weight
+    ordered = Iv(np.sort(pe.lo, -1), np.sort(pe.hi, -1))
+    low, high = _log_sums(ordered)  # [q, r]
+    zero = Iv.of(np.zeros(low.shape))
+    low_q, high_q = log_sum_exp(stack([low, zero], -1), -1), log_sum_exp(stack([high, zero], -1), -1)
     base = where(off[:, None, :], Lx.map(lambda a: a[:, None, :]) + r.map(lambda a: a[:, None, :]) * Iv.of(abar[:, :, None]),
                  Iv.of(-np.inf)).amax(-1)  # [m, c]
     q, m, c = (a.reshape(-1) for a in np.meshgrid(np.arange(V), np.arange(V), np.arange(n), indexing="ij"))
@@ -220,25 +222,24 @@ def subcubic(M: Model, b: Bundle, options: tuple[str, str, str]) -> int:
     valid = (q <= m) & (is_q | ((c >= 1) & (q <= j))) & ((c == 0) | (j >= 0))
     general = valid & ~(is_q & (c == 0))
     q, m, c, j, is_q = q[general], m[general], c[general], j[general], is_q[general]
-    # slots: max slots outside the query, and non-max slots outside the query
+    # max slots outside the query; the non-max slots outside it are the other n-1-max_out
     max_out = np.where(is_q, n - 1 - c, n - c)
-    csum = Iv(np.concatenate([np.zeros((V, 1)), np.cumsum(ordered.lo, -1)], -1),
-              np.concatenate([np.zeros((V, 1)), np.cumsum(ordered.hi, -1)], -1))
-    lo_sum = Iv(csum.lo[q, max_out], csum.hi[q, max_out])  # the lowest max_out weights
-    total = Iv(csum.lo[q, n - 1], csum.hi[q, n - 1])
-    high_sum = total - Iv(csum.lo[q, n - 1 - max_out], csum.hi[q, n - 1 - max_out])
-    rest_low = total - lo_sum  # non-max slots when the max are lowest
-    rest_high = Iv(csum.lo[q, n - 1 - max_out], csum.hi[q, n - 1 - max_out])
-    wq = query[q]
-    X0 = where(is_q, lo_sum + wq, lo_sum)
-    Y0 = where(is_q, rest_low, rest_low + wq)
-    X1 = where(is_q, high_sum + wq, high_sum)
-    Y1 = where(is_q, rest_high, rest_high + wq)
+    rest = n - 1 - max_out
+
+    def at(table, r):
+        return Iv(table.lo[q, r], table.hi[q, r])
+
+    # ρ = 0: max tokens on the lowest scores (the rest on the highest); ρ = 1 the other way round.  The
+    # query (score 0) is a max slot when q = m, else a non-max slot.
+    X0 = where(is_q, at(low_q, max_out), at(low, max_out))
+    Y0 = where(is_q, at(high, rest), at(high_q, rest))
+    X1 = where(is_q, at(high_q, max_out), at(high, max_out))
+    Y1 = where(is_q, at(low, rest), at(low_q, rest))
     dmin = approx[q, m] - top[q, j] - err[q]
     dmax = approx[q, m] - bottom[q, j] + err[q]
     one = Iv.of(1.0)
-    amin = one / (one + Y0 * (-(dmin / scale)).exp() / X0)
-    amax = one / (one + Y1 * (-(dmax / scale)).exp() / X1)
+    amin = (one / (one + (Y0 - X0 - dmin / scale).exp())).clip(0.0, 1.0)  # attention: in [0, 1]
+    amax = (one / (one + (Y1 - X1 - dmax / scale).exp())).clip(0.0, 1.0)
     Wc = W_prefix[j]
     ab = Iv.of(abar[m, c])
 

@@ -1,0 +1,83 @@
+"""Bundles for the independent checker's tests, made by the prover (the tests may use both; the checker may not)."""
+
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+import gbmi_core
+from gbmi_core.bundle import write_bundle
+
+
+@pytest.fixture(scope="session")
+def registry():
+    return gbmi_core.get_registry()
+
+
+def max_of_k_model(V, K, seed=0, kind="random", d_model=8):
+    """Small Max-of-K models where rounding and ties bite: ``random``, ``sharp`` (scores ~1e3), ``tied``
+    (two equal unembedding columns), ``hidden`` (two outputs tie though their columns differ), ``huge``
+    (embeddings and unembeddings of 1e8), ``trained`` (a few hundred steps)."""
+    from gbmi_max_of_k.config import MaxOfKConfig
+    from gbmi_max_of_k.model import build_model
+
+    config = MaxOfKConfig(V=V, K=K, d_model=d_model, seed=seed, steps=300)
+    if kind == "trained":
+        from gbmi_max_of_k.train import train
+
+        return train(config, progress=False).model, config
+    model = build_model(config)
+    with torch.no_grad():
+        attn = model.blocks[0].attn
+        if kind == "sharp":
+            attn.W_Q.mul_(30.0)
+            attn.W_K.mul_(30.0)
+        if kind == "tied":
+            model.W_U[:, 1].copy_(model.W_U[:, 2])
+        if kind == "hidden":
+            model.W_E[:, -1] = 0
+            model.W_pos[:, -1] = 0
+            attn.W_O[0, :, -1] = 0
+            model.W_U[:, 3] = model.W_U[:, 2]
+            model.W_U[-1, 3] += 1.0
+        if kind == "huge":
+            model.W_E.mul_(1e8)
+            model.W_U.mul_(1e8)
+    return model, config
+
+
+def induction_model(d, n, seed=0, kind="random"):
+    """Small induction models: ``random``, ``sharp``, ``biased`` (every bias nonzero), ``trained``."""
+    from gbmi_induction.config import InductionConfig
+    from gbmi_induction.model import build_model
+
+    config = InductionConfig(d=d, n=n, d_model=8, d_head=4, seed=seed, steps=800, eval_samples=256)
+    if kind == "trained":
+        from gbmi_induction.train import train
+
+        return train(config, progress=False).model, config
+    model = build_model(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.split(".")[-1].startswith("b_") and kind != "biased":
+                continue
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * (3.0 if kind == "sharp" else 1.0)
+                            / max(1, parameter.shape[-2] if parameter.dim() >= 2 else 4) ** 0.5)
+    return model, config
+
+
+def bundle(registry, directory, task, strategy, model, config) -> pathlib.Path:
+    """Prove ``strategy`` on ``model`` and write its bundle."""
+    strategy = registry.strategy(task, strategy)
+    certificate = strategy.search(model)
+    result = strategy.prove(model, certificate=certificate)
+    return write_bundle(directory, strategy, model, config, certificate, result)
+
+
+def claimed(path) -> int:
+    import json
+
+    with np.load(path, allow_pickle=False) as data:
+        return json.loads(str(data["__bundle__"]))["claimed"]["correct_count"]
