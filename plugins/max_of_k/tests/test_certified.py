@@ -222,3 +222,28 @@ def test_certified_verification_uses_only_costed_ops(registry):
         with FlopCounter() as counter:
             strategy.spec.verify(model, certificate)
         assert dict(counter.unknown_ops) == {}, (name, dict(counter.unknown_ops))
+
+
+def test_checking_several_bundles_in_one_process_judges_each_alone(registry, tmp_path):
+    """`gbmi check A B ...`: each bundle is judged on its own model, in either order; an over-claim by one
+    is rejected whatever was checked before it (the reported hole: a cache keyed by object identity)."""
+    config = MaxOfKConfig(V=6, K=3, d_model=8)
+    names = ["hidden-ties", "tied-logits", "sharp-1e2", "symmetric-ties"]
+    paths = []
+    for name in names:
+        strategy = registry.strategy("max-of-k", "brute-force")
+        model = dict(BATTERY)[name]
+        result = strategy.prove(model)
+        paths.append(write_bundle(tmp_path / name, strategy, model, config, strategy.search(model), result))
+    for order in (paths, paths[::-1]):
+        assert all(gbmi_core.check(path, registry).agree for path in order)
+
+    def raise_claim(header, arrays):
+        claimed = header["claimed"]
+        claimed["correct_count"] += 1
+        claimed["accuracy_lower_bound"] = claimed["correct_count"] / claimed["total_count"]
+
+    _rewrite(paths[0], raise_claim)
+    for order in (paths, paths[::-1]):
+        verdicts = {path: gbmi_core.check(path, registry).agree for path in order}
+        assert verdicts == {path: path != paths[0] for path in paths}

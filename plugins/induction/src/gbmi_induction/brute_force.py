@@ -17,7 +17,9 @@ Two stages, each sound on its own:
    ``< -E`` wrong; anything else (NaN included) goes on.
 2. **Intervals** (:class:`~gbmi_core.certified.Interval`) for each remaining input on its own: correct if
    the answer's logit is certainly above every other, wrong if some other logit is certainly at least as
-   high; what is still open is reported in ``extra["undecided"]`` and not counted.
+   high.
+3. **mpmath intervals** (:class:`_Exact`) for what is still open, from 256 bits, doubled up to 4096; only a
+   tie to that precision stays in ``extra["undecided"]``, not counted.
 """
 
 from __future__ import annotations
@@ -288,11 +290,88 @@ def brute_force(model, *, with_loss: bool = True) -> Bound:
     if recheck:
         tokens = torch.cat(recheck)
         status = torch.cat([classify(T, tokens[s: s + 4096]) for s in range(0, len(tokens), 4096)])
+        still = (status == UNDECIDED).nonzero()[:, 0]
+        if len(still):
+            exact = _Exact(model)
+            status[still] = torch.tensor([exact.classify(tokens[k].tolist()) for k in still.tolist()],
+                                         dtype=status.dtype)
         correct += int((status == CORRECT).sum())
-        extra.update(rechecked=len(tokens), undecided=int((status == UNDECIDED).sum()))
+        extra.update(rechecked=len(tokens), rechecked_mpmath=len(still), undecided=int((status == UNDECIDED).sum()))
     if with_loss:
         extra["mean_loss"] = loss_sum / total
     return Bound(correct_count=correct, total_count=total, extra=extra, certified=True)
+
+
+class _Exact:
+    """The last stage: one input at a time in mpmath interval arithmetic straight from the weights, at
+    :data:`MPMATH_BITS` bits, doubled up to :data:`MPMATH_MAX_BITS`; it lives and dies with one brute force,
+    so no other model's values are ever read.  What is open even then is a tie to that precision (exact
+    ties of a two-layer softmax cannot be told apart from near ties by a finite precision): left undecided,
+    not counted."""
+
+    def __init__(self, model):
+        from gbmi_core.attention import attention_only_weights
+
+        self.w = attention_only_weights(model)
+
+    def classify(self, tokens: list[int]) -> int:
+        import mpmath
+
+        bits = MPMATH_BITS
+        while bits <= MPMATH_MAX_BITS:
+            saved, mpmath.iv.prec = mpmath.iv.prec, bits
+            try:
+                status = self._classify(tokens, mpmath.iv)
+            finally:
+                mpmath.iv.prec = saved
+            if status != UNDECIDED:
+                return status
+            bits *= 2
+        return UNDECIDED
+
+    def _classify(self, tokens: list[int], iv) -> int:
+        w, n = self.w, len(tokens)
+
+        def mat(t):
+            t = t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(1, -1)
+            return iv.matrix([[iv.mpf(float(v)) for v in row] for row in t.tolist()])
+
+        def row(M, i):
+            return iv.matrix([[M[i, c] for c in range(M.cols)]])
+
+        h = [row(mat(w.W_E), t) + row(mat(w.W_pos), j) for j, t in enumerate(tokens)]
+        for layer, L in enumerate(w.layers):
+            W_Q, W_K, W_V, W_O = mat(L.W_Q), mat(L.W_K), mat(L.W_V), mat(L.W_O)
+            b_Q, b_K, b_V, b_O = mat(L.b_Q), mat(L.b_K), mat(L.b_V), mat(L.b_O)
+            keys = [x * W_K + b_K for x in h]
+            values = [(x * W_V + b_V) * W_O for x in h]
+            rows = range(n) if layer == 0 else [n - 1]
+            out = []
+            for j in rows:
+                q = h[j] * W_Q + b_Q
+                scores = [(q * keys[k].T)[0, 0] / iv.mpf(L.attn_scale) for k in range(j + 1)]
+                top = max(float(s.mid) for s in scores)
+                e = [iv.exp(s - top) for s in scores]
+                total = sum(e[1:], e[0])
+                mixed = sum((values[k] * (e[k] / total) for k in range(1, j + 1)), values[0] * (e[0] / total))
+                out.append(h[j] + mixed + b_O)
+            h = out if layer == 0 else h
+            final = out[-1]
+        logits = final * mat(w.W_U) + mat(w.b_U)
+        answer = tokens[match_position(torch.tensor(tokens)[None])[0] + 1]
+        right, open_ = logits[0, answer], False
+        for y in range(logits.cols):
+            if y == answer:
+                continue
+            gap = right - logits[0, y]
+            if gap.b <= 0:
+                return WRONG
+            if not gap.a > 0:
+                open_ = True
+        return UNDECIDED if open_ else CORRECT
+
+
+MPMATH_BITS, MPMATH_MAX_BITS = 256, 4096
 
 
 def verify(model, certificate=None) -> Bound:
