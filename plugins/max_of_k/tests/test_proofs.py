@@ -102,7 +102,7 @@ eupu-global-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--
 eupu-global-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-mean+max-diff-subproduct: bound 0.5043 correct 8461115/16777216 flops 12394294 unexplained 4418
 eupu-global-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-mean+max-diff-subproduct-recursive: bound 0.2675 correct 4487796/16777216 flops 9512032 unexplained 4418
 eupu-global-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-mean-recursive+max-diff-subproduct-recursive: bound 0.2645 correct 4437893/16777216 flops 9711666 unexplained 4418
-eupu-global-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-svd: bound 0.4411 correct 7399710/16777216 flops 13670163 unexplained 4290
+eupu-global-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-svd: bound 0.4411 correct 7399710/16777216 flops 13674258 unexplained 4290
 eupu-global-max-diff-exact--attn-mean-query+diff--err-exact-EQKE+max-diff-exact: bound 0.7521 correct 12617839/16777216 flops 8456380 unexplained 8258
 eupu-global-max-diff-exact--attn-mean-query+diff--err-max-diff: bound 0.7236 correct 12139188/16777216 flops 7990664 unexplained 4354
 eupu-global-max-diff-exact--attn-mean-query+diff--err-max-diff-exact: bound 0.7451 correct 12501002/16777216 flops 8833225 unexplained 4418
@@ -112,7 +112,7 @@ eupu-global-max-diff-exact--attn-mean-query+diff--err-mean+max-diff: bound 0.723
 eupu-global-max-diff-exact--attn-mean-query+diff--err-mean+max-diff-subproduct: bound 0.7332 correct 12301843/16777216 flops 12396387 unexplained 4418
 eupu-global-max-diff-exact--attn-mean-query+diff--err-mean+max-diff-subproduct-recursive: bound 0.3623 correct 6078822/16777216 flops 9513388 unexplained 4418
 eupu-global-max-diff-exact--attn-mean-query+diff--err-mean-recursive+max-diff-subproduct-recursive: bound 0.3567 correct 5984611/16777216 flops 9713011 unexplained 4418
-eupu-global-max-diff-exact--attn-mean-query+diff--err-svd: bound 0.6368 correct 10683598/16777216 flops 13672075 unexplained 4290
+eupu-global-max-diff-exact--attn-mean-query+diff--err-svd: bound 0.6368 correct 10683598/16777216 flops 13676170 unexplained 4290
 eupu-max-diff--attn-drop-average-query-per-output-logit-reasoning--err-exact-EQKE+max-diff-exact: bound 0.0375 correct 629238/16777216 flops 8548002 unexplained 10306
 eupu-max-diff--attn-drop-average-query-per-output-logit-reasoning--err-max-diff: bound 0.0371 correct 622347/16777216 flops 8082370 unexplained 6402
 eupu-max-diff--attn-drop-average-query-per-output-logit-reasoning--err-max-diff-exact: bound 0.0374 correct 627783/16777216 flops 8924866 unexplained 6466
@@ -122,7 +122,7 @@ eupu-max-diff--attn-drop-average-query-per-output-logit-reasoning--err-mean+max-
 eupu-max-diff--attn-drop-average-query-per-output-logit-reasoning--err-mean+max-diff-subproduct: bound 0.0372 correct 624171/16777216 flops 12488072 unexplained 6466
 eupu-max-diff--attn-drop-average-query-per-output-logit-reasoning--err-mean+max-diff-subproduct-recursive: bound 0.0281 correct 470675/16777216 flops 9606392 unexplained 6466
 eupu-max-diff--attn-drop-average-query-per-output-logit-reasoning--err-mean-recursive+max-diff-subproduct-recursive: bound 0.0275 correct 461564/16777216 flops 9806043 unexplained 6466
-eupu-max-diff--attn-drop-average-query-per-output-logit-reasoning--err-svd: bound 0.0358 correct 601212/16777216 flops 13764054 unexplained 6338
+eupu-max-diff--attn-drop-average-query-per-output-logit-reasoning--err-svd: bound 0.0358 correct 601212/16777216 flops 13768149 unexplained 6338
 eupu-max-diff--attn-mean-query+diff--err-exact-EQKE+max-diff-exact: bound 0.1465 correct 2457702/16777216 flops 8548546 unexplained 10306
 eupu-max-diff--attn-mean-query+diff--err-max-diff: bound 0.1417 correct 2377846/16777216 flops 8082910 unexplained 6402
 eupu-max-diff--attn-mean-query+diff--err-max-diff-exact: bound 0.1455 correct 2440420/16777216 flops 8925409 unexplained 6466
@@ -132,7 +132,7 @@ eupu-max-diff--attn-mean-query+diff--err-mean+max-diff: bound 0.1417 correct 237
 eupu-max-diff--attn-mean-query+diff--err-mean+max-diff-subproduct: bound 0.1432 correct 2401915/16777216 flops 12488614 unexplained 6466
 eupu-max-diff--attn-mean-query+diff--err-mean+max-diff-subproduct-recursive: bound 0.0907 correct 1522264/16777216 flops 9606860 unexplained 6466
 eupu-max-diff--attn-mean-query+diff--err-mean-recursive+max-diff-subproduct-recursive: bound 0.0892 correct 1496516/16777216 flops 9806511 unexplained 6466
-eupu-max-diff--attn-mean-query+diff--err-svd: bound 0.1305 correct 2189473/16777216 flops 13764586 unexplained 6338
+eupu-max-diff--attn-mean-query+diff--err-svd: bound 0.1305 correct 2189473/16777216 flops 13768681 unexplained 6338
 eupu-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-exact-EQKE+max-diff-exact: bound 0.7172 correct 12032958/16777216 flops 8439173 unexplained 8384
 eupu-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-max-diff: bound 0.6918 correct 11607123/16777216 flops 7973492 unexplained 4480
 eupu-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-max-diff-exact: bound 0.7119 correct 11944490/16777216 flops 8816023 unexplained 4544
@@ -142,7 +142,7 @@ eupu-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-mea
 eupu-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-mean+max-diff-subproduct: bound 0.7010 correct 11760519/16777216 flops 12379202 unexplained 4544
 eupu-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-mean+max-diff-subproduct-recursive: bound 0.3603 correct 6044314/16777216 flops 9496608 unexplained 4544
 eupu-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-mean-recursive+max-diff-subproduct-recursive: bound 0.3539 correct 5938037/16777216 flops 9696240 unexplained 4544
-eupu-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-svd: bound 0.6152 correct 10321288/16777216 flops 13655017 unexplained 4416
+eupu-max-diff-exact--attn-drop-average-query-per-output-logit-reasoning--err-svd: bound 0.6152 correct 10321288/16777216 flops 13659112 unexplained 4416
 eupu-max-diff-exact--attn-mean-query+diff--err-exact-EQKE+max-diff-exact: bound 0.8387 correct 14071791/16777216 flops 8440857 unexplained 8384
 eupu-max-diff-exact--attn-mean-query+diff--err-max-diff: bound 0.8018 correct 13452066/16777216 flops 7975080 unexplained 4480
 eupu-max-diff-exact--attn-mean-query+diff--err-max-diff-exact: bound 0.8294 correct 13914943/16777216 flops 8817683 unexplained 4544
@@ -152,7 +152,7 @@ eupu-max-diff-exact--attn-mean-query+diff--err-mean+max-diff: bound 0.8016 corre
 eupu-max-diff-exact--attn-mean-query+diff--err-mean+max-diff-subproduct: bound 0.8142 correct 13659595/16777216 flops 12380823 unexplained 4544
 eupu-max-diff-exact--attn-mean-query+diff--err-mean+max-diff-subproduct-recursive: bound 0.4045 correct 6785570/16777216 flops 9497470 unexplained 4544
 eupu-max-diff-exact--attn-mean-query+diff--err-mean-recursive+max-diff-subproduct-recursive: bound 0.3961 correct 6645536/16777216 flops 9697079 unexplained 4544
-eupu-max-diff-exact--attn-mean-query+diff--err-svd: bound 0.7071 correct 11862331/16777216 flops 13656384 unexplained 4416
+eupu-max-diff-exact--attn-mean-query+diff--err-svd: bound 0.7071 correct 11862331/16777216 flops 13660479 unexplained 4416
 eupu-mean-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-exact-EQKE+max-diff-exact: bound 0.1803 correct 3025128/16777216 flops 8569315 unexplained 10370
 eupu-mean-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-max-diff: bound 0.1760 correct 2952335/16777216 flops 8103682 unexplained 6466
 eupu-mean-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-max-diff-exact: bound 0.1794 correct 3009330/16777216 flops 8946179 unexplained 6530
@@ -162,7 +162,7 @@ eupu-mean-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--er
 eupu-mean-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-mean+max-diff-subproduct: bound 0.1775 correct 2978021/16777216 flops 12509384 unexplained 6530
 eupu-mean-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-mean+max-diff-subproduct-recursive: bound 0.1186 correct 1990129/16777216 flops 9627591 unexplained 6530
 eupu-mean-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-mean-recursive+max-diff-subproduct-recursive: bound 0.1168 correct 1958780/16777216 flops 9827238 unexplained 6530
-eupu-mean-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-svd: bound 0.1631 correct 2736720/16777216 flops 13785350 unexplained 6402
+eupu-mean-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-svd: bound 0.1631 correct 2736720/16777216 flops 13789445 unexplained 6402
 eupu-mean-query+max-diff--attn-mean-query+diff--err-exact-EQKE+max-diff-exact: bound 0.5610 correct 9411714/16777216 flops 8572005 unexplained 10370
 eupu-mean-query+max-diff--attn-mean-query+diff--err-max-diff: bound 0.5402 correct 9063670/16777216 flops 8106325 unexplained 6466
 eupu-mean-query+max-diff--attn-mean-query+diff--err-max-diff-exact: bound 0.5563 correct 9333454/16777216 flops 8948854 unexplained 6530
@@ -172,7 +172,7 @@ eupu-mean-query+max-diff--attn-mean-query+diff--err-mean+max-diff: bound 0.5396 
 eupu-mean-query+max-diff--attn-mean-query+diff--err-mean+max-diff-subproduct: bound 0.5487 correct 9204852/16777216 flops 12512037 unexplained 6530
 eupu-mean-query+max-diff--attn-mean-query+diff--err-mean+max-diff-subproduct-recursive: bound 0.2831 correct 4748950/16777216 flops 9629398 unexplained 6530
 eupu-mean-query+max-diff--attn-mean-query+diff--err-mean-recursive+max-diff-subproduct-recursive: bound 0.2790 correct 4680401/16777216 flops 9829027 unexplained 6530
-eupu-mean-query+max-diff--attn-mean-query+diff--err-svd: bound 0.4757 correct 7980098/16777216 flops 13787825 unexplained 6402
+eupu-mean-query+max-diff--attn-mean-query+diff--err-svd: bound 0.4757 correct 7980098/16777216 flops 13791920 unexplained 6402
 eupu-svd-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-exact-EQKE+max-diff-exact: bound 0.1809 correct 3035221/16777216 flops 8548840 unexplained 10370
 eupu-svd-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-max-diff: bound 0.1765 correct 2961883/16777216 flops 8083208 unexplained 6466
 eupu-svd-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-max-diff-exact: bound 0.1800 correct 3019915/16777216 flops 8925704 unexplained 6530
@@ -182,7 +182,7 @@ eupu-svd-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err
 eupu-svd-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-mean+max-diff-subproduct: bound 0.1781 correct 2988460/16777216 flops 12488910 unexplained 6530
 eupu-svd-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-mean+max-diff-subproduct-recursive: bound 0.1196 correct 2006581/16777216 flops 9607120 unexplained 6530
 eupu-svd-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-mean-recursive+max-diff-subproduct-recursive: bound 0.1176 correct 1972193/16777216 flops 9806767 unexplained 6530
-eupu-svd-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-svd: bound 0.1636 correct 2745148/16777216 flops 13764875 unexplained 6402
+eupu-svd-query+max-diff--attn-drop-average-query-per-output-logit-reasoning--err-svd: bound 0.1636 correct 2745148/16777216 flops 13768970 unexplained 6402
 eupu-svd-query+max-diff--attn-mean-query+diff--err-exact-EQKE+max-diff-exact: bound 0.5645 correct 9469998/16777216 flops 8551608 unexplained 10370
 eupu-svd-query+max-diff--attn-mean-query+diff--err-max-diff: bound 0.5448 correct 9139851/16777216 flops 8085928 unexplained 6466
 eupu-svd-query+max-diff--attn-mean-query+diff--err-max-diff-exact: bound 0.5612 correct 9415198/16777216 flops 8928462 unexplained 6530
@@ -192,7 +192,7 @@ eupu-svd-query+max-diff--attn-mean-query+diff--err-mean+max-diff: bound 0.5446 c
 eupu-svd-query+max-diff--attn-mean-query+diff--err-mean+max-diff-subproduct: bound 0.5536 correct 9288259/16777216 flops 12491639 unexplained 6530
 eupu-svd-query+max-diff--attn-mean-query+diff--err-mean+max-diff-subproduct-recursive: bound 0.2860 correct 4797449/16777216 flops 9608987 unexplained 6530
 eupu-svd-query+max-diff--attn-mean-query+diff--err-mean-recursive+max-diff-subproduct-recursive: bound 0.2806 correct 4707604/16777216 flops 9808614 unexplained 6530
-eupu-svd-query+max-diff--attn-mean-query+diff--err-svd: bound 0.4798 correct 8049324/16777216 flops 13767418 unexplained 6402""")
+eupu-svd-query+max-diff--attn-mean-query+diff--err-svd: bound 0.4798 correct 8049324/16777216 flops 13771513 unexplained 6402""")
 
     def test_cubic(self):
         self.assertExpectedInline(self.summary("cubic"), """cubic: bound 0.9283 correct 15573639/16777216 flops 43813716 unexplained 12800""")
