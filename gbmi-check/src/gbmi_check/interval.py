@@ -71,13 +71,6 @@ class Iv:
         """An exact value: float32 and float64 numbers convert to float64 exactly."""
         return Iv(np.asarray(x, dtype=np.float64))
 
-    @staticmethod
-    def from_balls(balls, shape) -> "Iv":
-        """From arb balls (a flat list, row-major) to an interval array of ``shape`` (R4's rounding)."""
-        lo = np.array([to_float_down(b) for b in balls], dtype=np.float64).reshape(shape)
-        hi = np.array([to_float_up(b) for b in balls], dtype=np.float64).reshape(shape)
-        return Iv(lo, hi)
-
     def _c(self, other) -> "Iv":
         return other if isinstance(other, Iv) else Iv.of(other)
 
@@ -136,13 +129,11 @@ class Iv:
         """(R4) through arb for up to :data:`ARB_LIMIT` distinct values; (R5) beyond."""
         if self.lo.size > ARB_LIMIT:
             return Iv(exp_bounds(self.lo)[0], exp_bounds(self.hi)[1])
-        return Iv(_elementwise(self.lo, lambda b: b.exp(), to_float_down),
-                  _elementwise(self.hi, lambda b: b.exp(), to_float_up))
+        return Iv(_arb_map(self.lo, "exp", to_float_down), _arb_map(self.hi, "exp", to_float_up))
 
     def log(self) -> "Iv":
         """``log`` of a positive interval (``-inf`` below where the lower end is 0)."""
-        lo = _elementwise(np.maximum(self.lo, 0.0), lambda b: b.log() if b > 0 else None, to_float_down)
-        return Iv(lo, _elementwise(self.hi, lambda b: b.log() if b > 0 else None, to_float_up))
+        return Iv(_arb_map(np.maximum(self.lo, 0.0), "log", to_float_down), _arb_map(self.hi, "log", to_float_up))
 
     def sqrt(self) -> "Iv":
         """Of a nonnegative interval: IEEE ``sqrt`` is correctly rounded, so (R1) applies."""
@@ -248,44 +239,30 @@ def matmul(a, b) -> Iv:
     return Iv(down(mid - rad), up(mid + rad))
 
 
-def _elementwise(x: np.ndarray, fn, convert) -> np.ndarray:
-    """Apply an arb function to each distinct value of ``x`` and convert outward (R4).  ``None`` -> -inf."""
-    flat = x.reshape(-1)
-    values, inverse = np.unique(flat, return_inverse=True)
+_AT_INFINITY = {("exp", -np.inf): 0.0, ("exp", np.inf): np.inf, ("log", np.inf): np.inf}
+
+
+def _arb_map(x: np.ndarray, name: str, convert) -> np.ndarray:
+    """arb's ``exp`` or ``log`` of each distinct value of ``x``, converted outward (R4); ``log(0) = -inf``."""
+    values, inverse = np.unique(x.reshape(-1), return_inverse=True)
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values.tolist()):
         if np.isnan(v):
             out[i] = np.nan
         elif np.isinf(v):
-            out[i] = fn_inf(fn, v)
+            out[i] = _AT_INFINITY[name, v]
+        elif name == "log" and v <= 0:
+            out[i] = -np.inf
         else:
-            b = fn(arb(v))
-            out[i] = -np.inf if b is None else convert(b)
+            out[i] = convert(getattr(arb(v), name)())
     return out[inverse].reshape(x.shape)
 
 
-def fn_inf(fn, v: float) -> float:
-    """exp(-inf) = 0, exp(inf) = inf, log(inf) = inf (the only infinite cases met)."""
-    probe = fn(arb(1.0))
-    if probe is None:
-        return -np.inf
-    return 0.0 if v < 0 else np.inf
-
-
 def log_sum_exp(x: Iv, axis) -> Iv:
-    """``log Σ exp(x)`` along ``axis`` (increasing in every argument): each end from the other end's values,
-    shifted by an exact float (the largest lower end) so that nothing overflows."""
+    """``log Σ exp(x)`` along ``axis`` in interval arithmetic, after subtracting an exact float (the largest
+    finite lower end) so that nothing overflows; ``-inf`` entries contribute nothing."""
     shift = np.max(np.where(np.isfinite(x.lo), x.lo, -np.inf), axis=axis, keepdims=True)
     shift = np.where(np.isfinite(shift), shift, 0.0)
-    shifted = Iv(x.lo - 0.0, x.hi - 0.0) - Iv.of(shift)
+    shifted = x - Iv.of(shift)
     total = shifted.exp().sum(axis)
     return total.log() + Iv.of(np.squeeze(shift, axis))
-
-
-def sigmoid(x: Iv) -> Iv:
-    """``1 / (1 + exp(-x))``: increasing, each end evaluated on its own."""
-    def at(v, side):
-        e = Iv.of(-v).exp()
-        r = Iv.of(1.0) / (Iv.of(1.0) + e)
-        return r.lo if side == "lo" else r.hi
-    return Iv(at(x.lo, "lo"), at(x.hi, "hi"))
