@@ -88,3 +88,23 @@ def test_the_shipped_model(reference_model):
         f"pairs {bound.correct_count}/{bound.total_count} groups {bound.extra['groups_proved']}; "
         f"crude {crude.correct_count} groups {crude.extra['groups_proved']}",
         """pairs 2096640/2096640 groups 960; crude 2090088 groups 957""")
+
+
+def test_a_root_check_takes_each_weight_at_the_end_that_bounds_f_from_above():
+    """One free key with value g = -1 and weight w in [1, 2], known keys with total weight 1 and numerator 0:
+    the largest average is max_w -w / (1 + w) = -1/2 (at w = 1).  A root λ = -0.55 is below it, so the check
+    must fail; taking w at its upper end (2) would have passed it: F = 0.55 - 0.45·2 < 0."""
+    import torch
+
+    from gbmi_core.certified import Interval
+    from gbmi_induction.pairs import _check
+
+    one = torch.ones(1, dtype=torch.float64)
+    w = Interval(one.reshape(1, 1), 2 * one.reshape(1, 1))
+    crude = torch.full((1,), 7.0, dtype=torch.float64)
+    out = _check(Interval.exact(0 * one), Interval.exact(one), [(w, -one.reshape(1, 1))],
+                 torch.ones(1, 1, dtype=torch.bool), crude, torch.tensor([-0.55], dtype=torch.float64), 1)
+    assert float(out) == 7.0  # the crude bound, not the too-low root
+    out = _check(Interval.exact(0 * one), Interval.exact(one), [(w, -one.reshape(1, 1))],
+                 torch.ones(1, 1, dtype=torch.bool), crude, torch.tensor([-0.45], dtype=torch.float64), 1)
+    assert float(out) == -0.45  # a root above the maximum is accepted
