@@ -88,3 +88,29 @@ def test_shipped_model_is_what_the_header_says(reference_model):
     # files written before model hashes covered the architecture record the weights' hash there
     assert header.get("weights_hash", header["model_hash"]) == weights_hash(model_weights(reference_model))
     assert header["metrics"]["eval_accuracy"] > 0.99
+
+
+def test_the_model_hash_covers_the_attention_scale(tmp_path, reference_model):
+    """Two imports of the same weights with another attention scale (or its switch) are other models:
+    other hashes, other store entries, so no proof of one is ever reused for the other."""
+    import json
+
+    import numpy as np
+
+    import gbmi_core
+    from gbmi_core.imports import architecture_of, import_model
+    from gbmi_core.models import model_weights
+
+    weights = model_weights(reference_model)
+    path = tmp_path / "model.npz"
+    np.savez(path, **weights)
+    registry, store = gbmi_core.get_registry(), gbmi_core.Store(tmp_path / "store")
+    keys = set()
+    for change in ({}, {"attn_scale": 2.0}, {"use_attn_scale": False}):
+        side_car = tmp_path / f"arch{len(keys)}.json"
+        side_car.write_text(json.dumps({**architecture_of(reference_model), **change}))
+        model, key, digest = import_model(registry, "max-of-k", path, store, config_path=side_car)
+        for name, value in change.items():
+            assert architecture_of(model)[name] == value
+        keys.add((key, digest))
+    assert len({key for key, _ in keys}) == 3 and len({digest for _, digest in keys}) == 3
