@@ -103,7 +103,7 @@ class Strategy:
         return bound, counter
 
     def validate(self, model: Any, certificate: Certificate) -> Certificate:
-        """The certificate checked against the strategy's schema (canonical dtypes, read-only copies), or
+        """The certificate checked against the strategy's schema (canonical dtypes, fresh copies), or
         :class:`CertificateRejected` naming the field that does not fit."""
         from .schema import model_dimensions, validate
 

@@ -23,6 +23,7 @@ when at least that many inputs are correct.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 
@@ -188,8 +189,29 @@ def _prefix_chunks(d: int, length: int, size: int = 1 << 14):
         yield np.array(chunk, dtype=np.int64)
 
 
+_COUNTS: dict[str, int] = {}  # exact counts by the model's content (every weight's bytes, the scale)
+
+
+def _content(M: Model) -> str:
+    digest = hashlib.sha256(repr(M.scale).encode())
+    arrays = [M.W_E, M.W_pos, M.W_U, M.b_U] + [L[k] for L in M.layers for k in sorted(L)]
+    for a in arrays:
+        a = np.ascontiguousarray(a, dtype=np.float64)
+        digest.update(repr(a.shape).encode() + a.tobytes())
+    return digest.hexdigest()
+
+
 def brute_force_count(M: Model, progress=None) -> tuple[int, int]:
-    """``(correct, total)``: every input decided in intervals, the rest one by one with arb."""
+    """``(correct, total)``: every input decided in intervals, the rest one by one with arb.  The count is
+    kept by the model's content (a SHA-256 of every weight and the scale), so the bundles of one model
+    (brute force, pair-bounds, crude) are enumerated once per process."""
+    key = _content(M)
+    if key not in _COUNTS:
+        _COUNTS[key] = _enumerate(M, progress)
+    return _COUNTS[key], count_inputs(M.d, M.n)
+
+
+def _enumerate(M: Model, progress=None) -> int:
     d, n = M.d, M.n
     T = tables(M)
     E0 = layer0_weights(T)
@@ -206,7 +228,7 @@ def brute_force_count(M: Model, progress=None) -> tuple[int, int]:
         done += len(X)
         if progress:
             progress(done, math.perm(d, n - 1))
-    return correct, count_inputs(d, n)
+    return correct
 
 
 def pair_bounds_count(M: Model, b: Bundle, strategy: str, progress=None) -> tuple[int, int]:
