@@ -191,7 +191,9 @@ def check(bundle, registry=None) -> CheckResult:
         return disagree(f"the weights were changed: they hash to {weights_hash(weights)}, "
                         f"the bundle records {header.get('weights_hash', header.get('model_hash'))}")
     attributes = header.get("certificate_attrs", {})
-    if not isinstance(attributes, dict) or certificate_hash(arrays, attributes) != header.get("certificate_hash"):
+    if not isinstance(attributes, dict):
+        return disagree("the certificate's attributes are not a record")
+    if certificate_hash(arrays, attributes) != header.get("certificate_hash"):
         return disagree(f"the certificate was changed: it hashes to {certificate_hash(arrays, attributes)}, "
                         f"the bundle records {header.get('certificate_hash')}")
     try:
@@ -199,6 +201,8 @@ def check(bundle, registry=None) -> CheckResult:
 
         from .imports import build_hooked_transformer
 
+        if "architecture" in header and not isinstance(header["architecture"], dict):
+            return disagree("the architecture recorded in the bundle is not a record")
         if header.get("imported") or ("architecture" in header and "imported" not in header):
             model = build_hooked_transformer(header["architecture"],
                                              {k: torch.from_numpy(np.array(v)) for k, v in weights.items()})

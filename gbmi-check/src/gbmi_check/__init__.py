@@ -67,6 +67,8 @@ def check(path, progress=None) -> Verdict:
             proved, total = _prover(claim.task, claim.strategy)(b, progress)
     except Refused as error:
         return Verdict(path, False, None, None, f"disagree: {error}")
+    except Exception as error:  # noqa: BLE001 - whatever else a malformed bundle provokes is never an agreement
+        return Verdict(path, False, None, None, f"disagree: the bundle could not be checked ({type(error).__name__}: {error})")
     if total != claim.total_count:
         return Verdict(path, False, proved, claim.correct_count,
                        f"disagree: the task has {total} inputs, the bundle claims {claim.total_count}")
