@@ -79,10 +79,13 @@ def read_weights(path, *, allow_pickle: bool = False):
             try:
                 loaded = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError and others
+                if "Unsupported global" not in str(error):  # not pickled objects: a damaged or foreign file
+                    raise ModelFileError(f"model file {path} is corrupt or not a torch file: it cannot be read "
+                                         f"as a state_dict ({_first_reason(error)})") from None
                 if not allow_pickle:
                     raise ModelFileError(
-                        f"model file {path} is not a plain state_dict ({type(error).__name__}: "
-                        f"{str(error).splitlines()[0]}); if it is a whole pickled model from a source you trust, "
+                        f"model file {path} is not a plain state_dict (it pickles Python objects: "
+                        f"{_first_reason(error)}); if it is a whole pickled model from a source you trust, "
                         f"pass --allow-pickle (unpickling runs the code the file names)") from None
                 loaded = torch.load(path, map_location="cpu", weights_only=False)
             if isinstance(loaded, torch.nn.Module):
@@ -97,6 +100,18 @@ def read_weights(path, *, allow_pickle: bool = False):
     except Exception as error:  # noqa: BLE001 - a damaged file, in any format
         raise ModelFileError(f"model file {path} cannot be read: {type(error).__name__}: {error}") from None
     raise ModelFileError(f"model file {path}: unknown format {suffix!r} (use .pt, .safetensors or .npz)")
+
+
+def _first_reason(error: Exception) -> str:
+    """torch's reason in one line, without its advice to re-run with ``weights_only=False``."""
+    text = str(error)
+    for marker in ("Unsupported global:", "WeightsUnpickler error:", "PytorchStreamReader"):
+        if marker in text:
+            text = text[text.index(marker):]
+            break
+    for advice in ("Check the documentation", "This is an internal", "If you", " was not an allowed"):
+        text = text.split(advice)[0]
+    return " ".join(text.split())[:160]
 
 
 def infer_architecture(state: Mapping[str, Any]) -> dict:

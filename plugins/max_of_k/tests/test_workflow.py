@@ -94,6 +94,14 @@ def test_models_that_do_not_fit_are_refused_naming_why(tmp_path, registry):
     (tmp_path / "noise.pt").write_bytes(b"not a model at all")
     run = gbmi("--store", str(tmp_path / "s"), "import-model", "max-of-k", str(tmp_path / "noise.pt"))
     assert run.returncode == 1 and "noise.pt" in run.stderr and "Traceback" not in run.stderr
+    # a damaged file is called corrupt, with no advice to unpickle it
+    whole = (tmp_path / "broken.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 4)
+    for name in ("noise.pt", "truncated.pt", "random.pt"):
+        with pytest.raises(ModelFileError, match=f"{name} is corrupt or not a torch file") as caught:
+            load_model(tmp_path / name)
+        assert "allow-pickle" not in str(caught.value) and "weights_only" not in str(caught.value)
 
 
 def test_a_pickled_module_needs_allow_pickle(tmp_path):
