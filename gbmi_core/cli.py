@@ -317,7 +317,7 @@ def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_js
         architecture = architecture_of(model)
     else:
         model, _ = registry.train_or_load(task, config, store)
-    results = []
+    results, refused = [], 0
     bar = reporter(len(strategies), "proving", "strategy", enabled=len(strategies) > 1)
     for strategy in strategies:
         bar.set_postfix_str(strategy.name)
@@ -326,6 +326,7 @@ def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_js
         except TooLarge as error:
             if len(strategies) == 1:
                 raise
+            refused += 1
             click.echo(f"refused: {strategy.name}: {error}", err=True)  # the others still run
             continue
         finally:
@@ -336,6 +337,9 @@ def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_js
             certificate = strategy.search(model, model_hash=results[-1].model_hash, store=store)
             write_bundle(bundle_dir, strategy, model, config, certificate, results[-1], architecture=architecture)
     bar.close()
+    if not results:  # a command that proved nothing does not succeed
+        raise GbmiError(f"every one of the {refused} strategies was refused (see above); raise --max-memory or "
+                        f"choose smaller work")
     results.sort(key=lambda r: (r.flops, r.strategy))
     if as_json:
         _echo_json([r.to_dict() for r in results])

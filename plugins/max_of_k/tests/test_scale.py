@@ -34,6 +34,11 @@ def test_too_large_requests_are_refused_up_front_naming_need_and_budget(tmp_path
                  "--strategy", SUBCUBIC[1])
     assert mixed.returncode == 0, mixed.stderr
     assert "refused: subcubic" in mixed.stderr and "cubic" in mixed.stdout
+    # several strategies, every one refused: no empty table, and a failing exit
+    none = gbmi("--store", store, "--max-memory", "1M", "prove", "max-of-k", "--strategy", "cubic",
+                "--strategy", SUBCUBIC[1])
+    assert none.returncode == 1 and "every one of the 2 strategies was refused" in none.stderr
+    assert "strategy" not in none.stdout and "Traceback" not in none.stderr
 
 
 def test_a_sweep_reports_refusals_apart_from_failures(registry, tmp_path, monkeypatch):
