@@ -158,7 +158,7 @@ def check(bundle, registry=None) -> CheckResult:
     """
     from .errors import CertificateRejected, ModelRefused
     from .imports import architecture_of
-    from .models import identity_hash, load_weights, weights_hash
+    from .models import load_weights, model_hash, weights_hash
     from .records import Certificate
     from .registry import get_registry
 
@@ -187,14 +187,15 @@ def check(bundle, registry=None) -> CheckResult:
                             f"(their hashes no longer match)")
     if any(not isinstance(v, np.ndarray) or v.dtype.kind not in "fiub" for v in weights.values()):
         return disagree("the weights are not numeric arrays")
-    if weights_hash(weights) != header.get("weights_hash", header.get("model_hash")):
-        return disagree(f"the weights were changed: they hash to {weights_hash(weights)}, "
-                        f"the bundle records {header.get('weights_hash', header.get('model_hash'))}")
+    digest, recorded_weights = weights_hash(weights), header.get("weights_hash", header.get("model_hash"))
+    if digest != recorded_weights:
+        return disagree(f"the weights were changed: they hash to {digest}, the bundle records {recorded_weights}")
     attributes = header.get("certificate_attrs", {})
     if not isinstance(attributes, dict):
         return disagree("the certificate's attributes are not a record")
-    if certificate_hash(arrays, attributes) != header.get("certificate_hash"):
-        return disagree(f"the certificate was changed: it hashes to {certificate_hash(arrays, attributes)}, "
+    digest = certificate_hash(arrays, attributes)
+    if digest != header.get("certificate_hash"):
+        return disagree(f"the certificate was changed: it hashes to {digest}, "
                         f"the bundle records {header.get('certificate_hash')}")
     try:
         import torch
@@ -210,7 +211,7 @@ def check(bundle, registry=None) -> CheckResult:
             model = load_weights(task.build_model(structure(task.config_type, header["config"])), weights)
             if "architecture" in header and architecture_of(model) != header["architecture"]:
                 return disagree("the architecture recorded in the bundle is not the one its config builds")
-        if "architecture" in header and identity_hash(weights, architecture_of(model)) != header.get("model_hash"):
+        if "architecture" in header and model_hash(model) != header.get("model_hash"):
             return disagree("the model hash does not match the weights and architecture")
         if task.check_model is not None:
             task.check_model(model)
