@@ -244,6 +244,13 @@ class Exact:
 
     def __init__(self, M: Model):
         self.M = M
+        self.mats: dict = {}  # weights as arb matrices: floats convert exactly at any precision, made once
+
+    def _mat(self, key, a):
+        if key not in self.mats:
+            a = np.atleast_2d(a)
+            self.mats[key] = arb_mat(a.shape[0], a.shape[1], [arb(float(v)) for v in a.reshape(-1)])
+        return self.mats[key]
 
     def correct(self, tokens: list[int], answer: int) -> bool:
         saved = ctx.prec
@@ -260,10 +267,7 @@ class Exact:
 
     def _decide(self, tokens, answer):
         M, n = self.M, len(tokens)
-
-        def mat(a):
-            a = np.atleast_2d(a)
-            return arb_mat(a.shape[0], a.shape[1], [arb(float(v)) for v in a.reshape(-1)])
+        mat = self._mat
 
         def softmax(scores):
             top = arb(max(float(s.mid()) for s in scores))
@@ -271,13 +275,14 @@ class Exact:
             total = sum(w[1:], w[0])
             return [x / total for x in w]
 
-        h = mat(M.W_E[tokens]) + mat(M.W_pos)  # [n, D]
+        rows = mat("W_E", M.W_E)
+        h = arb_mat(n, rows.ncols(), [rows[t, c] for t in tokens for c in range(rows.ncols())]) + mat("W_pos", M.W_pos)
         scale = arb(M.scale)
         for layer, L in enumerate(M.layers):
             ones = arb_mat(n, 1, [arb(1)] * n)
-            q = h * mat(L["W_Q"]) + ones * mat(L["b_Q"])
-            k = h * mat(L["W_K"]) + ones * mat(L["b_K"])
-            v = (h * mat(L["W_V"]) + ones * mat(L["b_V"])) * mat(L["W_O"])  # [n, D]
+            q = h * mat((layer, "W_Q"), L["W_Q"]) + ones * mat((layer, "b_Q"), L["b_Q"])
+            k = h * mat((layer, "W_K"), L["W_K"]) + ones * mat((layer, "b_K"), L["b_K"])
+            v = (h * mat((layer, "W_V"), L["W_V"]) + ones * mat((layer, "b_V"), L["b_V"])) * mat((layer, "W_O"), L["W_O"])
             rows = range(n) if layer == 0 else [n - 1]
             out = []
             for j in rows:
@@ -289,7 +294,7 @@ class Exact:
                 h = arb_mat(n, h.ncols(), [x for row in out for x in row])
             else:
                 final = arb_mat(1, h.ncols(), out[0])
-        logits = final * mat(M.W_U) + mat(M.b_U)
+        logits = final * mat("W_U", M.W_U) + mat("b_U", M.b_U)
         right = logits[0, answer]
         sure = True
         for y in range(M.d):

@@ -313,6 +313,7 @@ class _Exact:
         from gbmi_core.attention import attention_only_weights
 
         self.w = attention_only_weights(model)
+        self.mats: dict | None = None  # the weights as mpmath interval matrices (exact), made once
 
     def classify(self, tokens: list[int]) -> int:
         import mpmath
@@ -329,20 +330,30 @@ class _Exact:
             bits *= 2
         return UNDECIDED
 
+    def _matrices(self, iv) -> dict:
+        """Every weight as an interval matrix; float values convert exactly at any precision >= 53 bits."""
+        if self.mats is None:
+            def mat(t):
+                t = t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(1, -1)
+                return iv.matrix([[iv.mpf(float(v)) for v in row] for row in t.tolist()])
+
+            w = self.w
+            self.mats = {"W_E": mat(w.W_E), "W_pos": mat(w.W_pos), "W_U": mat(w.W_U), "b_U": mat(w.b_U),
+                         "layers": [{name: mat(getattr(L, name)) for name in
+                                     ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")} for L in w.layers]}
+        return self.mats
+
     def _classify(self, tokens: list[int], iv) -> int:
         w, n = self.w, len(tokens)
+        M = self._matrices(iv)
 
-        def mat(t):
-            t = t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(1, -1)
-            return iv.matrix([[iv.mpf(float(v)) for v in row] for row in t.tolist()])
+        def row(A, i):
+            return iv.matrix([[A[i, c] for c in range(A.cols)]])
 
-        def row(M, i):
-            return iv.matrix([[M[i, c] for c in range(M.cols)]])
-
-        h = [row(mat(w.W_E), t) + row(mat(w.W_pos), j) for j, t in enumerate(tokens)]
-        for layer, L in enumerate(w.layers):
-            W_Q, W_K, W_V, W_O = mat(L.W_Q), mat(L.W_K), mat(L.W_V), mat(L.W_O)
-            b_Q, b_K, b_V, b_O = mat(L.b_Q), mat(L.b_K), mat(L.b_V), mat(L.b_O)
+        h = [row(M["W_E"], t) + row(M["W_pos"], j) for j, t in enumerate(tokens)]
+        for layer, (L, Lm) in enumerate(zip(w.layers, M["layers"])):
+            W_Q, W_K, W_V, W_O = Lm["W_Q"], Lm["W_K"], Lm["W_V"], Lm["W_O"]
+            b_Q, b_K, b_V, b_O = Lm["b_Q"], Lm["b_K"], Lm["b_V"], Lm["b_O"]
             keys = [x * W_K + b_K for x in h]
             values = [(x * W_V + b_V) * W_O for x in h]
             rows = range(n) if layer == 0 else [n - 1]
@@ -357,7 +368,7 @@ class _Exact:
                 out.append(h[j] + mixed + b_O)
             h = out if layer == 0 else h
             final = out[-1]
-        logits = final * mat(w.W_U) + mat(w.b_U)
+        logits = final * M["W_U"] + M["b_U"]
         answer = tokens[match_position(torch.tensor(tokens)[None])[0] + 1]
         right, open_ = logits[0, answer], False
         for y in range(logits.cols):

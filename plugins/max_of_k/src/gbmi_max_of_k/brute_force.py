@@ -338,6 +338,7 @@ class _Exact:
     def __init__(self, P: Paths):
         self.P = P
         self.rows: dict = {}
+        self.fractions: dict | None = None  # the weights as exact rationals, made on the first tie test
 
     def _tables(self, bits: int, iv):
         if bits not in self.rows:
@@ -397,15 +398,15 @@ class _Exact:
         from fractions import Fraction
 
         P = self.P
-
-        def exact(t):
-            return [[Fraction(float(v)) for v in row] for row in t.tolist()]
+        if self.fractions is None:
+            self.fractions = {name: [[Fraction(float(v)) for v in row] for row in getattr(P, name).tolist()]
+                              for name in ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U")}
 
         def vecmat(v, M):
             return [sum((v[d] * M[d][j] for d in range(len(v))), Fraction(0)) for j in range(len(M[0]))]
 
-        W_E, W_pos, W_Q, W_K = exact(P.W_E), exact(P.W_pos), exact(P.W_Q), exact(P.W_K)
-        W_V, W_O, W_U = exact(P.W_V), exact(P.W_O), exact(P.W_U)
+        W_E, W_pos, W_Q, W_K, W_V, W_O, W_U = (self.fractions[name] for name in
+                                               ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U"))
         n, m = P.n, max(seq)
         resid = [[a + b for a, b in zip(W_E[t], W_pos[i])] for i, t in enumerate(seq)]
         query = vecmat(resid[-1], W_Q)
