@@ -2,7 +2,7 @@
 
 Two tasks' proofs need the same pieces, so they live here:
 
-* :func:`attention_only_problems` names why a ``transformer_lens.HookedTransformer`` is not an
+* :func:`attention_only_problems` names why a TransformerLens model (either version) is not an
   attention-only model of the wanted depth and width (a task's ``check_model`` turns the list into a
   :class:`~gbmi_core.ModelRefused`).
 * :func:`attention_only_weights` reads such a model's weights, every layer's head 0, biases included, as
@@ -15,12 +15,12 @@ Two tasks' proofs need the same pieces, so they live here:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import attrs
 import torch
 
+from . import lens
 from .certified import Interval
 from .errors import ModelRefused
 
@@ -67,52 +67,48 @@ class AttentionOnly:
         return self.W_E[:, None, :] + self.W_pos[None, :, :]
 
 
-def _is_hooked_transformer(model: Any) -> bool:
-    cls = type(model)
-    return cls.__name__ == "HookedTransformer" and cls.__module__.startswith("transformer_lens")
-
-
 def attention_only_problems(model: Any, n_layers: int | None = None, n_heads: int = 1) -> list[str]:
-    """Why ``model`` is not an attention-only HookedTransformer with ``n_layers`` layers of ``n_heads`` heads.
+    """Why ``model`` is not an attention-only transformer with ``n_layers`` layers of ``n_heads`` heads.
 
-    An empty list means it is one: no MLP, no LayerNorm, learned absolute positions, raw logits and
-    scores, input and output vocabularies equal, finite weights.  Biases are allowed (see
+    ``model`` is a TransformerLens ``HookedTransformer`` (3.x) or ``TransformerBridge`` (4.x), read through
+    :mod:`gbmi_core.lens`.  An empty list means it is one: no MLP, no LayerNorm, learned absolute positions,
+    raw logits and scores, input and output vocabularies equal, finite weights.  Biases are allowed (see
     :class:`Layer`).  ``n_layers=None`` accepts any depth.
     """
-    if not _is_hooked_transformer(model):
-        return [f"the proofs take a transformer_lens HookedTransformer, not a {type(model).__name__}"]
-    cfg = model.cfg
+    if lens.kind(model) is None:
+        return [f"the proofs take a TransformerLens HookedTransformer or TransformerBridge, not a {type(model).__name__}"]
+    try:
+        cfg = lens.architecture(model)
+    except (ModelRefused, lens.LensError) as error:
+        return [str(error)]
     problems = []
-    if n_layers is not None and cfg.n_layers != n_layers:
-        problems.append(f"it has {cfg.n_layers} layers (the proofs need exactly {n_layers})")
-    if cfg.n_heads != n_heads:
-        problems.append(f"it has {cfg.n_heads} attention heads (the proofs need exactly {n_heads})")
-    if not cfg.attn_only:
+    if n_layers is not None and cfg["n_layers"] != n_layers:
+        problems.append(f"it has {cfg['n_layers']} layers (the proofs need exactly {n_layers})")
+    if cfg["n_heads"] != n_heads:
+        problems.append(f"it has {cfg['n_heads']} attention heads (the proofs need exactly {n_heads})")
+    if not cfg["attn_only"]:
         problems.append("it has an MLP (the proofs need an attention-only model)")
-    if cfg.normalization_type is not None:
-        problems.append(f"it uses {cfg.normalization_type} normalisation (the proofs need none)")
-    if getattr(cfg, "final_rms", False):
+    if cfg["normalization_type"] is not None:
+        problems.append(f"it uses {cfg['normalization_type']} normalisation (the proofs need none)")
+    if cfg["final_rms"]:
         problems.append("it has a final RMS norm (the proofs need none)")
-    if cfg.positional_embedding_type != "standard":
-        problems.append(f"its positional embedding is {cfg.positional_embedding_type!r} (the proofs need 'standard')")
-    if cfg.d_vocab != cfg.d_vocab_out:
-        problems.append(f"its input vocabulary ({cfg.d_vocab}) differs from its output vocabulary ({cfg.d_vocab_out})")
+    if cfg["positional_embedding_type"] != "standard":
+        problems.append(f"its positional embedding is {cfg['positional_embedding_type']!r} (the proofs need 'standard')")
+    if cfg["d_vocab"] != cfg["d_vocab_out"]:
+        problems.append(f"its input vocabulary ({cfg['d_vocab']}) differs from its output vocabulary "
+                        f"({cfg['d_vocab_out']})")
     for name in ("output_logits_soft_cap", "attn_scores_soft_cap"):
-        if (getattr(cfg, name, -1.0) or -1.0) > 0:
+        if cfg[name] > 0:
             problems.append(f"it uses {name} (the proofs need raw logits and scores)")
-    if getattr(cfg, "use_local_attn", False) or getattr(cfg, "use_qk_norm", False):
+    if cfg["use_local_attn"] or cfg["use_qk_norm"]:
         problems.append("it uses local attention or QK norm")
-    if getattr(cfg, "n_key_value_heads", None) not in (None, cfg.n_heads):
+    if cfg["n_key_value_heads"] is not None:
         problems.append("it uses grouped-query attention")
     if problems:
         return problems
-    for name, tensor in model.named_parameters():
-        if not torch.isfinite(tensor).all():
+    for name, tensor in lens.canonical_state(model).items():
+        if tensor.dtype.is_floating_point and not torch.isfinite(tensor).all() and not name.endswith(".IGNORE"):
             problems.append(f"weight {name} holds NaN or infinite values")
-    for index, block in enumerate(model.blocks):
-        scale = float(block.attn.attn_scale) if cfg.use_attn_scale else 1.0
-        if not math.isfinite(scale) or scale <= 0:
-            problems.append(f"layer {index}'s attention scale {scale} is not a positive number")
     return problems
 
 
@@ -124,37 +120,34 @@ def check_attention_only(model: Any, n_layers: int | None = None, n_heads: int =
 
 
 def attention_only_weights(model: Any, dtype: torch.dtype = torch.float64) -> AttentionOnly:
-    """The weights of an attention-only HookedTransformer (head 0 of each layer), detached, on the CPU."""
+    """The weights of an attention-only model (head 0 of each layer), detached, on the CPU.  ``model`` is a
+    TransformerLens model or a :class:`gbmi_core.lens.Weights`."""
+    w = model if isinstance(model, lens.Weights) else lens.Weights.of(model)
 
-    def get(t):
-        return t.detach().to(dtype=dtype, device="cpu")
+    def get(name):
+        return w[name].detach().to(dtype=dtype, device="cpu")
 
     layers = []
-    for block in model.blocks:
-        attn = block.attn
-        scale = float(attn.attn_scale) if model.cfg.use_attn_scale else 1.0
-        layers.append(Layer(W_Q=get(attn.W_Q[0]), W_K=get(attn.W_K[0]), W_V=get(attn.W_V[0]), W_O=get(attn.W_O[0]),
-                            b_Q=get(attn.b_Q[0]), b_K=get(attn.b_K[0]), b_V=get(attn.b_V[0]), b_O=get(attn.b_O),
-                            attn_scale=scale))
-    return AttentionOnly(W_E=get(model.W_E), W_pos=get(model.W_pos), layers=tuple(layers), W_U=get(model.W_U),
-                         b_U=get(model.b_U))
+    for index, scale in enumerate(w.attn_scale):
+        p = f"blocks.{index}.attn."
+        layers.append(Layer(W_Q=get(p + "W_Q")[0], W_K=get(p + "W_K")[0], W_V=get(p + "W_V")[0],
+                            W_O=get(p + "W_O")[0], b_Q=get(p + "b_Q")[0], b_K=get(p + "b_K")[0],
+                            b_V=get(p + "b_V")[0], b_O=get(p + "b_O"), attn_scale=scale))
+    return AttentionOnly(W_E=get("embed.W_E"), W_pos=get("pos_embed.W_pos"), layers=tuple(layers),
+                         W_U=get("unembed.W_U"), b_U=get("unembed.b_U"))
 
 
 def build_attention_only(*, n_layers: int, d_model: int, d_head: int, d_vocab: int, n_ctx: int, seed: int,
                          n_heads: int = 1):
-    """A fresh attention-only HookedTransformer (no LayerNorm, learned positions), initialised from ``seed``,
-    with every bias frozen at 0, as both tasks' proofs are usually trained.  Needs ``transformer_lens``."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(
-        n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_head=d_head, d_vocab=d_vocab, d_vocab_out=d_vocab,
-        n_ctx=n_ctx, attn_only=True, normalization_type=None, positional_embedding_type="standard", seed=seed,
-        device="cpu", act_fn=None,
-    )
-    model = HookedTransformer(cfg, move_to_device=False)
-    for name, parameter in model.named_parameters():
-        if name.split(".")[-1].startswith("b_"):
-            parameter.requires_grad_(False)
+    """A fresh attention-only model (no LayerNorm, learned positions) of the installed TransformerLens,
+    with gbmi's initialisation for ``seed`` (:func:`gbmi_core.lens.initial_state`, the same under every
+    version) and every bias frozen at 0, as both tasks' proofs are usually trained."""
+    arch = {"n_layers": n_layers, "n_heads": n_heads, "d_model": d_model, "d_head": d_head, "d_vocab": d_vocab,
+            "d_vocab_out": d_vocab, "n_ctx": n_ctx, "attn_only": True, "normalization_type": None,
+            "positional_embedding_type": "standard", "act_fn": None}
+    model = lens.build(arch, seed=seed)
+    lens.freeze(model, [name for name in lens.parameter_names(lens.architecture(model))
+                        if name.rsplit(".", 1)[1].startswith("b_")])
     return model
 
 

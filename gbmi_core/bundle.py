@@ -197,16 +197,16 @@ def check(bundle, registry=None) -> CheckResult:
     if digest != header.get("certificate_hash"):
         return disagree(f"the certificate was changed: it hashes to {digest}, "
                         f"the bundle records {header.get('certificate_hash')}")
+    from .imports import ModelFileError, build_from_state
+
     try:
         import torch
-
-        from .imports import build_hooked_transformer
 
         if "architecture" in header and not isinstance(header["architecture"], dict):
             return disagree("the architecture recorded in the bundle is not a record")
         if header.get("imported") or ("architecture" in header and "imported" not in header):
-            model = build_hooked_transformer(header["architecture"],
-                                             {k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+            model = build_from_state(header["architecture"],
+                                     {k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
         else:
             model = load_weights(task.build_model(structure(task.config_type, header["config"])), weights)
             if "architecture" in header and architecture_of(model) != header["architecture"]:
@@ -217,7 +217,7 @@ def check(bundle, registry=None) -> CheckResult:
             task.check_model(model)
         certificate = Certificate(strategy.name, header["model_hash"], arrays, attributes)
         bound, _ = strategy.verify(model, certificate, model_hash=header["model_hash"])
-    except (CertificateRejected, ModelRefused) as error:
+    except (CertificateRejected, ModelRefused, ModelFileError) as error:
         return disagree(str(error))
     if bound.total_count != claimed["total_count"]:
         return disagree(f"claimed {claimed['total_count']} inputs in all, verification counts {bound.total_count}",

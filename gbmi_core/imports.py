@@ -24,17 +24,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from . import lens
 from .errors import GbmiError, ModelRefused
 
-#: The HookedTransformerConfig fields a side-car JSON may give (others in it are ignored).
-ARCHITECTURE_FIELDS = (
-    "n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_vocab", "d_vocab_out", "attn_only", "act_fn", "d_mlp",
-    "normalization_type", "positional_embedding_type", "use_attn_scale", "attn_scale", "final_rms",
-    "original_architecture", "default_prepend_bos", "tokenizer_prepends_bos", "parallel_attn_mlp",
-    "gated_mlp", "use_attn_result", "use_split_qkv_input", "use_hook_mlp_in", "use_local_attn",
-    "use_qk_norm", "rotary_dim", "n_key_value_heads", "output_logits_soft_cap", "attn_scores_soft_cap",
-    "scale_attn_by_inverse_layer_idx",
-)
+#: The config fields a side-car JSON may give (others in it are ignored): :data:`gbmi_core.lens.FIELDS`.
+ARCHITECTURE_FIELDS = lens.FIELDS
 
 
 class ModelFileError(GbmiError, ValueError):
@@ -148,53 +142,60 @@ def infer_architecture(state: Mapping[str, Any]) -> dict:
     return config
 
 
-def build_hooked_transformer(architecture: Mapping[str, Any], state: Mapping[str, Any]):
-    """A HookedTransformer of ``architecture`` holding ``state`` (every parameter must be given)."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    fields = {k: v for k, v in architecture.items() if k in ARCHITECTURE_FIELDS}
+def build_from_state(architecture: Mapping[str, Any], state: Mapping[str, Any]):
+    """A model of the installed TransformerLens for ``architecture`` holding ``state`` (canonical layout;
+    every parameter must be given)."""
     try:
-        model = HookedTransformer(HookedTransformerConfig(device="cpu", **fields), move_to_device=False)
-    except Exception as error:  # noqa: BLE001 - TransformerLens validates in many ways
-        raise ModelFileError(f"cannot build a HookedTransformer from this config: {type(error).__name__}: {error}") from None
-    expected = dict(model.state_dict())
-    parameters = {name for name, _ in model.named_parameters()}
-    missing = sorted(parameters - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{name} {tuple(state[name].shape)} (expected {tuple(expected[name].shape)})"
-             for name in sorted(set(state) & set(expected)) if tuple(state[name].shape) != tuple(expected[name].shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
-    if unexpected:
-        problems.append(f"unexpected {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
-    if wrong:
-        problems.append(f"wrong shapes: {', '.join(wrong[:4])}")
-    if problems:
-        raise ModelRefused(f"the weights do not fit the architecture: {'; '.join(problems)}")
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
-    return model
+        arch = lens.normalise({k: v for k, v in architecture.items() if k in ARCHITECTURE_FIELDS})
+    except lens.LensError as error:
+        raise ModelFileError(f"the model config cannot be used: {error}") from None
+    lens.check_state(arch, state)
+    try:
+        return lens.build(arch, state=state)
+    except lens.LensError as error:
+        raise ModelFileError(str(error)) from None
 
 
 def load_model(path, *, config_path=None, allow_pickle: bool = False):
-    """``(model, architecture dict)`` from a model file (see the module doc)."""
-    state, module = read_weights(path, allow_pickle=allow_pickle)
-    if module is not None and type(module).__name__ == "HookedTransformer":
-        return module, architecture_of(module)
-    architecture = _side_car(pathlib.Path(path), config_path)
-    if architecture is None:
-        architecture = infer_architecture(state)
-    return build_hooked_transformer(architecture, state), architecture
+    """``(model, architecture dict)`` from a model file (see the module doc), or from a TransformerLens model
+    object itself (a ``HookedTransformer`` or ``TransformerBridge``; TransformerLens 4.3 cannot pickle a
+    bridge to a file, so this is how a whole 4.x module comes in).  The model is rebuilt under the installed
+    TransformerLens from the weights, whatever version (or pickled module) wrote them."""
+    if lens.kind(path) is not None:
+        state, module = None, path
+    else:
+        state, module = read_weights(path, allow_pickle=allow_pickle)
+    if module is not None:
+        if lens.kind(module) is None:
+            raise ModelFileError(f"model file {path} holds a {type(module).__name__} module, not a TransformerLens "
+                                 f"HookedTransformer or TransformerBridge")
+        architecture, state = lens.architecture(module), lens.canonical_state(module)
+    else:
+        architecture = _side_car(pathlib.Path(path), config_path)
+        if lens.is_bridge_layout(state):
+            if architecture is None:
+                raise ModelFileError(
+                    f"model file {path} is a TransformerLens 4 (TransformerBridge) state dict, whose names do not "
+                    f"say n_heads and d_head: save json.dumps(model.cfg.to_dict(), default=str) beside it as "
+                    f"{pathlib.Path(path).name}.json, or pass --model-config")
+            try:
+                state = lens.to_canonical(state, lens.normalise(architecture))
+            except lens.LensError as error:
+                raise ModelFileError(f"the model config cannot be used: {error}") from None
+        elif architecture is None:
+            architecture = infer_architecture(state)
+    model = build_from_state(architecture, state)
+    return model, lens.architecture(model)
 
 
 def architecture_of(model) -> dict:
-    """The side-car fields of a HookedTransformer's config (JSON-able)."""
-    cfg = model.cfg.to_dict() if hasattr(model.cfg, "to_dict") else vars(model.cfg)
-    return json.loads(json.dumps({k: cfg[k] for k in ARCHITECTURE_FIELDS if k in cfg}, default=str))
+    """A TransformerLens model's canonical architecture (:func:`gbmi_core.lens.architecture`)."""
+    return lens.architecture(model)
 
 
 def import_model(registry, task: str, path, store, *, config_path=None, allow_pickle: bool = False):
-    """Load, check against ``task`` and store a model file: ``(model, key, model hash)``."""
+    """Load, check against ``task`` and store a model file (or a TransformerLens model object):
+    ``(model, key, model hash)``."""
     from .config import content_hash, unstructure
     from .models import model_hash, model_weights, weights_hash
 
@@ -206,7 +207,8 @@ def import_model(registry, task: str, path, store, *, config_path=None, allow_pi
     digest = model_hash(model)  # weights and architecture: another attention scale is another model
     key = f"models/{task}/imported-{digest}"
     config = spec.config_from_model(model) if spec.config_from_model is not None else None
-    attributes = {"task": task, "imported": True, "source": str(path), "architecture": architecture,
+    source = f"a {type(path).__name__} object" if lens.kind(path) is not None else str(path)
+    attributes = {"task": task, "imported": True, "source": source, "architecture": architecture,
                   "config": unstructure(config) if config is not None else {},
                   "config_hash": content_hash(config) if config is not None else "",
                   "model_hash": digest, "weights_hash": weights_hash(weights), "metrics": {}}
@@ -224,5 +226,4 @@ def model_from_imported(attributes: Mapping[str, Any], arrays: Mapping[str, np.n
 
     if weights_hash(arrays) != attributes.get("weights_hash", attributes.get("model_hash")):
         raise CorruptEntry(f"store entry {key!r}: its weights do not hash to its recorded weights hash")
-    return build_hooked_transformer(attributes["architecture"],
-                                    {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+    return build_from_state(attributes["architecture"], {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})

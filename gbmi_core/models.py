@@ -20,7 +20,12 @@ _META = "__gbmi__"
 
 
 def model_weights(model: Any) -> dict[str, np.ndarray]:
-    """The model's weights as numpy arrays, by state-dict name."""
+    """The model's weights as numpy arrays: a TransformerLens model's in the canonical layout of
+    :mod:`gbmi_core.lens` (the same under 3.x and 4.x), any other torch module's by state-dict name."""
+    from . import lens
+
+    if lens.kind(model) is not None:
+        return {name: value.detach().cpu().numpy() for name, value in lens.canonical_state(model).items()}
     if not hasattr(model, "state_dict"):
         raise ModelRefused(f"a {type(model).__name__} has no state_dict(); gbmi models are torch modules")
     return {name: value.detach().cpu().numpy() for name, value in model.state_dict().items()}
@@ -41,11 +46,11 @@ def identity_hash(weights: Mapping[str, np.ndarray], architecture: Mapping[str, 
 
 
 def model_architecture(model: Any) -> dict | None:
-    """The TransformerLens config fields of a model (:data:`gbmi_core.imports.ARCHITECTURE_FIELDS`), or
-    ``None`` for a model without a TransformerLens config."""
-    from .imports import architecture_of
+    """A TransformerLens model's canonical architecture (:func:`gbmi_core.lens.architecture`), or ``None``
+    for another kind of torch module."""
+    from . import lens
 
-    return architecture_of(model) if getattr(model, "cfg", None) is not None else None
+    return lens.architecture(model) if lens.kind(model) is not None else None
 
 
 def model_hash(model: Any) -> str:
@@ -56,10 +61,14 @@ def model_hash(model: Any) -> str:
 def load_weights(model: Any, weights: Mapping[str, np.ndarray]) -> Any:
     import torch
 
+    from . import lens
+
     state = {name: torch.from_numpy(np.array(value)) for name, value in weights.items()}
     try:
+        if lens.kind(model) is not None:
+            return lens.load_state(model, state)
         model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
+    except (RuntimeError, ModelRefused, lens.LensError) as error:
         raise CorruptEntry(f"stored weights do not fit the model built from the config: {error}") from None
     return model
 

@@ -1,8 +1,11 @@
 """Training on fresh samples: the loop both tasks' trainers share, deterministic for a seed on CPU.
 
 ``train_on_samples`` draws a fresh batch every step from a generator derived from the seed, takes one AdamW
-step on the cross-entropy of ``forward(model, tokens)`` against ``label(tokens)``, and finally evaluates on
-a fixed sample drawn from a second stream.  It runs with one torch thread (small matmuls are faster so, and
+step on the cross-entropy of ``forward(weights, tokens)`` against ``label(tokens)``, and finally evaluates on
+a fixed sample drawn from a second stream.  A TransformerLens model is trained through its canonical
+weights (:class:`gbmi_core.lens.Weights`, leaf tensors of their own, written back at the end), so the
+same config and seed train the same weights bit for bit under TransformerLens 3.x and 4.x; any other
+torch module is handed to ``forward`` as it is.  It runs with one torch thread (small matmuls are faster so, and
 sums are ordered the same on every machine) and restores the caller's setting.
 """
 
@@ -25,9 +28,14 @@ def generator(seed: int, stream: int):
 
 
 def evaluate(model, tokens, forward: Callable, label: Callable) -> tuple[float, float]:
-    """``(mean cross-entropy, accuracy)`` of ``forward(model, tokens)`` against ``label(tokens)``."""
+    """``(mean cross-entropy, accuracy)`` of ``forward(weights, tokens)`` against ``label(tokens)``, where
+    ``weights`` is a TransformerLens model's :class:`~gbmi_core.lens.Weights` (or any other module itself)."""
     import torch
 
+    from . import lens
+
+    if lens.kind(model) is not None:
+        model = lens.Weights.of(model)
     with torch.no_grad():
         logits = forward(model, tokens)
         target = label(tokens)
@@ -42,17 +50,27 @@ def train_on_samples(model, *, sample: Callable[[int, Any], Any], label: Callabl
                      what: str = "training", progress: bool = True, evaluate_every: int = 0) -> TrainedModel:
     """Train ``model`` (its parameters with ``requires_grad``) and return it with its metrics.
 
+    ``forward(weights, tokens)`` gives the logits to train; for a TransformerLens model ``weights`` is a
+    :class:`~gbmi_core.lens.Weights` of trainable leaf tensors in the canonical layout.
+
     ``sample(count, generator)`` draws inputs; the learning rate falls linearly by the fraction ``decay`` over
     the run; every ``evaluate_every`` steps (when showing progress) the evaluation sample is scored."""
     import torch
 
+    from . import lens
     from .progress import progress as reporter
 
     start = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        trainable = [p for p in model.parameters() if p.requires_grad]
+        if lens.kind(model) is not None:
+            arch, names = lens.architecture(model), lens.trainable(model)
+            state = {name: value.clone() for name, value in lens.canonical_state(model).items()}
+            trainable = [state[name].requires_grad_() for name in lens.parameter_names(arch) if name in names]
+            weights = lens.Weights(state, arch)
+        else:
+            trainable, weights, state = [p for p in model.parameters() if p.requires_grad], model, None
         optimiser = torch.optim.AdamW(trainable, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
         schedule = None
         if decay:
@@ -63,18 +81,20 @@ def train_on_samples(model, *, sample: Callable[[int, Any], Any], label: Callabl
         loss = torch.tensor(float("nan"))
         for step in range(steps):
             tokens = sample(batch_size, data)
-            loss = torch.nn.functional.cross_entropy(forward(model, tokens), label(tokens))
+            loss = torch.nn.functional.cross_entropy(forward(weights, tokens), label(tokens))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             if schedule is not None:
                 schedule.step()
             if progress and evaluate_every and (step % evaluate_every == 0 or step == steps - 1):
-                _, accuracy = evaluate(model, eval_tokens, forward, label)
+                _, accuracy = evaluate(weights, eval_tokens, forward, label)
                 bar.set_postfix_str(f"loss={loss.item():.4f}, acc={accuracy:.4f}")
             bar.update(1)
         bar.close()
-        eval_loss, eval_accuracy = evaluate(model, eval_tokens, forward, label)
+        eval_loss, eval_accuracy = evaluate(weights, eval_tokens, forward, label)
+        if state is not None:
+            lens.load_state(model, {name: value.detach() for name, value in state.items()})
     finally:
         torch.set_num_threads(threads)
     metrics = {

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
-exec .venv/bin/python -m pytest -n 2 "$@"
+VENV=${VENV:-.venv}
+echo "==> $("$VENV/bin/python" -c 'import importlib.metadata as m; print("transformer-lens", m.version("transformer-lens"))')"
+exec "$VENV/bin/python" -m pytest -n 2 "$@"

@@ -5,6 +5,8 @@ from fractions import Fraction
 
 import pytest
 import torch
+
+from gbmi_core import lens
 from hypothesis import given, settings, strategies as st
 
 from gbmi_core import ModelRefused
@@ -52,14 +54,14 @@ def test_mixture_bounds_hold_for_every_admissible_average(weight, target, other,
     assert Fraction(float(lo)) <= value <= Fraction(float(hi))
 
 
-transformer_lens = pytest.importorskip("transformer_lens")
+pytest.importorskip("transformer_lens")
 
 
 def _ht(**overrides):
     cfg = dict(n_layers=2, n_heads=1, d_model=8, d_head=4, d_vocab=6, d_vocab_out=6, n_ctx=5, attn_only=True,
-               normalization_type=None, device="cpu", act_fn=None, seed=0)
+               normalization_type=None, act_fn=None)
     cfg.update(overrides)
-    return transformer_lens.HookedTransformer(transformer_lens.HookedTransformerConfig(**cfg))
+    return lens.build(cfg, seed=0)
 
 
 def test_architecture_checks_name_every_problem():
@@ -71,17 +73,18 @@ def test_architecture_checks_name_every_problem():
     with pytest.raises(ModelRefused, match="model refused by my task: .*it has an MLP"):
         check_attention_only(_ht(attn_only=False, d_mlp=8, act_fn="relu"), 2, what="my task")
     assert attention_only_problems(torch.nn.Linear(2, 2)) == [
-        "the proofs take a transformer_lens HookedTransformer, not a Linear"]
+        "the proofs take a TransformerLens HookedTransformer or TransformerBridge, not a Linear"]
 
 
 def test_weights_are_every_layers_head_in_float64():
     model = _ht()
     w = attention_only_weights(model)
     assert len(w.layers) == 2 and w.W_E.dtype == torch.float64
-    assert torch.equal(w.layers[1].W_Q, model.blocks[1].attn.W_Q[0].double())
-    assert torch.equal(w.layers[0].b_O, model.blocks[0].attn.b_O.double())
+    state = lens.canonical_state(model)
+    assert torch.equal(w.layers[1].W_Q, state["blocks.1.attn.W_Q"][0].double())
+    assert torch.equal(w.layers[0].b_O, state["blocks.0.attn.b_O"].double())
     assert w.layers[0].attn_scale == math.sqrt(4)
-    assert torch.equal(w.embed()[3, 2], model.W_E[3].double() + model.W_pos[2].double())
+    assert torch.equal(w.embed()[3, 2], state["embed.W_E"][3].double() + state["pos_embed.W_pos"][2].double())
 
 
 def test_build_attention_only_freezes_every_bias_at_zero():
@@ -89,7 +92,8 @@ def test_build_attention_only_freezes_every_bias_at_zero():
 
     model = build_attention_only(n_layers=2, d_model=8, d_head=4, d_vocab=6, n_ctx=5, seed=3)
     assert attention_only_problems(model, n_layers=2) == []
-    for name, parameter in model.named_parameters():
+    trainable, state = lens.trainable(model), lens.canonical_state(model)
+    for name in lens.parameter_names(lens.architecture(model)):
         is_bias = name.split(".")[-1].startswith("b_")
-        assert parameter.requires_grad != is_bias, name
-        assert not is_bias or not parameter.any(), name
+        assert (name in trainable) != is_bias, name
+        assert not is_bias or not state[name].any(), name

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import gbmi_core
+from gbmi_core import lens
 from gbmi_core.bundle import write_bundle
 
 
@@ -28,22 +29,22 @@ def max_of_k_model(V, K, seed=0, kind="random", d_model=8):
 
         return train(config, progress=False).model, config
     model = build_model(config)
-    with torch.no_grad():
-        attn = model.blocks[0].attn
+    with lens.editing(model) as w:
+        W_E, W_pos, W_U = w["embed.W_E"], w["pos_embed.W_pos"], w["unembed.W_U"]
         if kind == "sharp":
-            attn.W_Q.mul_(30.0)
-            attn.W_K.mul_(30.0)
+            w["blocks.0.attn.W_Q"].mul_(30.0)
+            w["blocks.0.attn.W_K"].mul_(30.0)
         if kind == "tied":
-            model.W_U[:, 1].copy_(model.W_U[:, 2])
+            W_U[:, 1].copy_(W_U[:, 2])
         if kind == "hidden":
-            model.W_E[:, -1] = 0
-            model.W_pos[:, -1] = 0
-            attn.W_O[0, :, -1] = 0
-            model.W_U[:, 3] = model.W_U[:, 2]
-            model.W_U[-1, 3] += 1.0
+            W_E[:, -1] = 0
+            W_pos[:, -1] = 0
+            w["blocks.0.attn.W_O"][0, :, -1] = 0
+            W_U[:, 3] = W_U[:, 2]
+            W_U[-1, 3] += 1.0
         if kind == "huge":
-            model.W_E.mul_(1e8)
-            model.W_U.mul_(1e8)
+            W_E.mul_(1e8)
+            W_U.mul_(1e8)
     return model, config
 
 
@@ -59,8 +60,9 @@ def induction_model(d, n, seed=0, kind="random"):
         return train(config, progress=False).model, config
     model = build_model(config)
     generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
+    with lens.editing(model) as w:
+        for name in lens.parameter_names(lens.architecture(model)):
+            parameter = w[name]
             if name.split(".")[-1].startswith("b_") and kind != "biased":
                 continue
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * (3.0 if kind == "sharp" else 1.0)

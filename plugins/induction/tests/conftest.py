@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+from gbmi_core import lens
 from gbmi_induction.config import InductionConfig
 from gbmi_induction.model import build_model
 
@@ -36,16 +37,42 @@ def random_model(d, n, seed=0, scale=1.0, qk_scale=1.0, d_model=8, d_head=4, bia
     """An untrained model with normal weights times ``scale``, attention scores sharpened by ``qk_scale``."""
     model = build_model(InductionConfig(d=d, n=n, d_model=d_model, d_head=d_head, seed=seed))
     generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
+    with lens.editing(model) as w:
+        for name in lens.parameter_names(lens.architecture(model)):
+            parameter = w[name]
             if "b_" in name.split(".")[-1] and not biases:
                 continue
             fan_in = parameter.shape[-2] if parameter.dim() >= 2 else parameter.shape[-1]
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale / fan_in**0.5)
-        for block in model.blocks:
-            block.attn.W_Q.mul_(qk_scale)
-            block.attn.W_K.mul_(qk_scale)
+        for layer in (0, 1):
+            w[f"blocks.{layer}.attn.W_Q"].mul_(qk_scale)
+            w[f"blocks.{layer}.attn.W_K"].mul_(qk_scale)
     return model
+
+
+def plain_model(seed=0, **fields):
+    """A fresh model built by plain code of the installed TransformerLens, as a user would: a
+    ``HookedTransformer`` under 3.x, ``TransformerBridge.boot_native`` under 4.x (its own initialisation)."""
+    fields = {"attn_only": True, "normalization_type": None, "act_fn": None, "seed": seed, **fields}
+    if lens.version()[0] < 4:
+        from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+        return HookedTransformer(HookedTransformerConfig(device="cpu", **fields))
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_native(fields)
+
+
+def save_plain(model, path):
+    """``torch.save(model.state_dict())`` as a user would, with the config beside it under 4.x (a bridge's
+    state dict does not say its head layout)."""
+    import json
+
+    torch.save(model.state_dict(), path)
+    if lens.version()[0] >= 4:
+        with open(f"{path}.json", "w") as handle:
+            json.dump(model.cfg.to_dict(), handle, default=str)
+    return path
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,11 +80,10 @@ def _trained_weights(d, n, seed, steps):
     from gbmi_induction.train import train
 
     config = InductionConfig(d=d, n=n, d_model=16, d_head=8, seed=seed, steps=steps, eval_samples=512)
-    return train(config, progress=False).model.state_dict()
+    return lens.canonical_state(train(config, progress=False).model)
 
 
 def trained_model(d, n, seed=0, steps=1500):
     """A small model trained by our recipe (once per process and configuration)."""
     model = build_model(InductionConfig(d=d, n=n, d_model=16, d_head=8, seed=seed))
-    model.load_state_dict(_trained_weights(d, n, seed, steps))
-    return model
+    return lens.load_state(model, _trained_weights(d, n, seed, steps))

@@ -5,7 +5,7 @@ import pytest
 import torch
 from mpmath import iv
 
-from gbmi_core import TooLarge
+from gbmi_core import TooLarge, lens
 from gbmi_induction.brute_force import _point, brute_force, screen_allowance
 from gbmi_induction.model import all_inputs, build_model, label, tables
 from gbmi_induction.config import InductionConfig
@@ -24,16 +24,17 @@ def exact_status(model, X):
     mpmath), by 200-bit interval arithmetic; outputs whose unembedding column and bias tie the answer's
     exactly are exact ties (wrong)."""
     iv.prec = 200
-    W_E, W_pos, W_U = _mp(model.W_E), _mp(model.W_pos), _mp(model.W_U)
-    b_U = [iv.mpf(float(v)) for v in model.b_U.tolist()]
+    w = lens.Weights.of(model)
+    W_E, W_pos, W_U = _mp(w.W_E), _mp(w.W_pos), _mp(w.W_U)
+    b_U = [iv.mpf(float(v)) for v in w.b_U.tolist()]
     layers = []
-    for block in model.blocks:
-        a = block.attn
-        layers.append(dict(Q=_mp(a.W_Q[0]), K=_mp(a.W_K[0]), V=_mp(a.W_V[0]), O=_mp(a.W_O[0]),
-                           bQ=[iv.mpf(float(v)) for v in a.b_Q[0].tolist()],
-                           bK=[iv.mpf(float(v)) for v in a.b_K[0].tolist()],
-                           bV=[iv.mpf(float(v)) for v in a.b_V[0].tolist()],
-                           bO=[iv.mpf(float(v)) for v in a.b_O.tolist()], scale=iv.mpf(float(a.attn_scale))))
+    for layer, scale in enumerate(w.attn_scale):
+        a = {leaf: w[f"blocks.{layer}.attn.{leaf}"] for leaf in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")}
+        layers.append(dict(Q=_mp(a["W_Q"][0]), K=_mp(a["W_K"][0]), V=_mp(a["W_V"][0]), O=_mp(a["W_O"][0]),
+                           bQ=[iv.mpf(float(v)) for v in a["b_Q"][0].tolist()],
+                           bK=[iv.mpf(float(v)) for v in a["b_K"][0].tolist()],
+                           bV=[iv.mpf(float(v)) for v in a["b_V"][0].tolist()],
+                           bO=[iv.mpf(float(v)) for v in a["b_O"].tolist()], scale=iv.mpf(float(scale))))
 
     def vecmat(x, M, b=None):
         out = [sum((x[r] * M[r][c] for r in range(len(x))), iv.mpf(0)) for c in range(len(M[0]))]
@@ -54,7 +55,7 @@ def exact_status(model, X):
             out.append([o + b for o, b in zip(vecmat(mixed, layer["O"]), layer["bO"])])
         return out
 
-    tied = (model.W_U[:, :, None] == model.W_U[:, None, :]).all(0) & (model.b_U[:, None] == model.b_U[None, :])
+    tied = (w.W_U[:, :, None] == w.W_U[:, None, :]).all(0) & (w.b_U[:, None] == w.b_U[None, :])
     status = []
     for x in X.tolist():
         n = len(x)
@@ -77,8 +78,9 @@ def exact_status(model, X):
 
 
 def _edit(model, fn):
-    with torch.no_grad():
-        fn(model)
+    """``fn`` edits the model's canonical weights in place (``m.W_U``, ``m["blocks.0.attn.W_Q"]``, ...)."""
+    with lens.editing(model) as state:
+        fn(lens.Weights(state, lens.architecture(model)))
     return model
 
 
@@ -90,7 +92,7 @@ def battery():
     yield "sharp-1e2", base(1, qk_scale=6.0, scale=2.0)
     yield "sharp-1e4", base(2, qk_scale=60.0, scale=2.0)
     yield "large-logits", _edit(base(3, qk_scale=3.0), lambda m: m.W_U.mul_(2e3))
-    yield "tiny", _edit(base(4), lambda m: [p.mul_(1e-12) for p in m.parameters()])
+    yield "tiny", _edit(base(4), lambda m: [p.mul_(1e-12) for n, p in m.items() if p.dtype.is_floating_point])
     yield "subnormal", _edit(base(5), lambda m: (m.W_E.mul_(1e-39), m.W_pos.mul_(1e-39)))
     yield "huge", _edit(base(9), lambda m: (m.W_E.mul_(1e15), m.W_U.mul_(1e15)))
     yield "duplicated-embeddings", _edit(base(6, qk_scale=3.0), lambda m: m.W_E[2].copy_(m.W_E[4]))

@@ -4,16 +4,15 @@ import math
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from gbmi_core import ModelRefused
+from gbmi_core import ModelRefused, lens
 from gbmi_induction.brute_force import _point, logits
 from gbmi_induction.config import InductionConfig
 from gbmi_induction.model import (all_inputs, check_model, count_inputs, label, last_logits, prefixes, sample,
                                   tables)
 from gbmi_induction.train import train
 
-from .conftest import random_model
+from .conftest import plain_model, random_model
 
 
 def test_inputs_are_every_valid_sequence_once():
@@ -41,7 +40,7 @@ def test_fast_forward_and_tables_match_the_hooked_transformer(biases):
     model = random_model(7, 5, seed=3, scale=2.0, biases=biases)
     X = all_inputs(7, 5)[::7]
     expected = model(X)[:, -1]
-    torch.testing.assert_close(last_logits(model, X), expected, rtol=1e-3, atol=1e-3)  # float32 sums
+    torch.testing.assert_close(last_logits(lens.Weights.of(model), X), expected, rtol=1e-3, atol=1e-3)  # float32 sums
     exact = model.to(torch.float64)(X)[:, -1]
     torch.testing.assert_close(logits(_point(tables(model.float()), torch.float64), X), exact.double(), rtol=1e-10,
                                atol=1e-10)
@@ -51,9 +50,9 @@ def test_fast_forward_and_tables_match_the_hooked_transformer(biases):
 
 def _ht(**overrides):
     cfg = dict(n_layers=2, n_heads=1, d_model=8, d_head=4, d_vocab=6, d_vocab_out=6, n_ctx=5, attn_only=True,
-               normalization_type=None, device="cpu", act_fn=None, seed=0)
+               normalization_type=None, act_fn=None)
     cfg.update(overrides)
-    return HookedTransformer(HookedTransformerConfig(**cfg))
+    return plain_model(0, **cfg)
 
 
 @pytest.mark.parametrize("overrides, reason", [
@@ -75,8 +74,8 @@ def test_any_model_of_the_family_is_accepted():
     check_model(_ht())  # TransformerLens' own initialisation, trainable biases
     check_model(_ht(d_model=12, d_head=5, d_vocab=9, d_vocab_out=9, n_ctx=6))
     model = _ht()
-    with torch.no_grad():
-        model.W_E[1, 1] = float("inf")
+    with lens.editing(model) as w:
+        w["embed.W_E"][1, 1] = float("inf")
     with pytest.raises(ModelRefused, match="weight embed.W_E holds NaN or infinite values"):
         check_model(model)
     with pytest.raises(ModelRefused, match="not a Linear"):
@@ -86,6 +85,20 @@ def test_any_model_of_the_family_is_accepted():
 def test_training_is_deterministic_and_learns():
     config = InductionConfig(d=6, n=5, d_model=8, d_head=4, seed=4, steps=300, eval_samples=256)
     first, second = train(config, progress=False), train(config, progress=False)
-    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
+    for (name, a), (_, b) in zip(lens.canonical_state(first.model).items(), lens.canonical_state(second.model).items()):
         assert torch.equal(a, b), name
     assert first.metrics["eval_accuracy"] > 0.5 and first.metrics["steps"] == 300
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, digest", [("induction_6_seed_0.npz", "1924665b7f3b0efb"),
+                                          ("induction_8_seed_0.npz", "80a25a09dba88110")])
+def test_the_shipped_models_retrain_bit_for_bit_with_their_hashes(name, digest):
+    """What `python -m gbmi_induction.reference` trains here, under TransformerLens 3.x and 4.x alike."""
+    from gbmi_core.models import model_hash, model_weights, read_model_file, weights_hash
+    from gbmi_induction.reference import SHIPPED, load_reference_model
+
+    assert model_hash(load_reference_model(name)) == digest
+    _, header = read_model_file(SHIPPED.directory / name)
+    retrained = train(SHIPPED.configs[name], progress=False).model
+    assert weights_hash(model_weights(retrained)) == header["weights_hash"]

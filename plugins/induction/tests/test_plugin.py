@@ -5,12 +5,13 @@ import json
 import pathlib
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import gbmi_induction
 from gbmi_induction.model import label, sample
 
-from .conftest import gbmi
+from gbmi_core import lens
+
+from .conftest import gbmi, plain_model, save_plain
 
 PACKAGE = pathlib.Path(gbmi_induction.__file__).parent
 
@@ -37,7 +38,8 @@ def test_prove_bundle_and_check_on_the_shipped_model(tmp_path):
                "--json", "--bundle", str(bundles))
     assert run.returncode == 0, run.stderr
     results = {r["strategy"]: r for r in json.loads(run.stdout)}
-    assert results["pair-bounds"]["correct_count"] == results["pair-bounds"]["total_count"] == 2_096_640
+    assert results["pair-bounds"]["total_count"] == 2_096_640
+    assert results["pair-bounds"]["correct_count"] >= 0.98 * 2_096_640  # the exact value is pinned in test_pairs
     assert results["pair-bounds"]["certified"] and results["pair-bounds-crude"]["certified"]
     check = gbmi("check", *map(str, sorted(bundles.iterdir())))
     assert check.returncode == 0, check.stdout + check.stderr
@@ -47,9 +49,7 @@ def test_prove_bundle_and_check_on_the_shipped_model(tmp_path):
 def their_model(d=6, n=5, seed=0, steps=400):
     """A model trained by someone else's code: TransformerLens' own initialisation, trainable biases, the full
     forward pass, plain Adam, a loss on the last position."""
-    cfg = HookedTransformerConfig(n_layers=2, n_heads=1, d_model=12, d_head=6, d_vocab=d, d_vocab_out=d, n_ctx=n,
-                                  attn_only=True, normalization_type=None, act_fn=None, seed=seed, device="cpu")
-    model = HookedTransformer(cfg)
+    model = plain_model(seed, n_layers=2, n_heads=1, d_model=12, d_head=6, d_vocab=d, d_vocab_out=d, n_ctx=n)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -63,9 +63,8 @@ def their_model(d=6, n=5, seed=0, steps=400):
 
 def test_a_model_trained_by_other_code_is_proved(tmp_path, registry):
     model = their_model()
-    assert bool((model.blocks[0].attn.b_Q != 0).any())  # its biases are really in play
-    path = tmp_path / "theirs.pt"
-    torch.save(model.state_dict(), path)
+    assert bool((lens.Weights.of(model)["blocks.0.attn.b_Q"] != 0).any())  # its biases are really in play
+    path = save_plain(model, tmp_path / "theirs.pt")
     run = gbmi("--store", str(tmp_path / "s"), "prove", "induction", "--model", str(path), "--strategy", "all",
                "--json")
     assert run.returncode == 0, run.stderr
@@ -77,10 +76,8 @@ def test_a_model_trained_by_other_code_is_proved(tmp_path, registry):
 
 
 def test_a_model_outside_the_family_is_refused_naming_why(tmp_path):
-    cfg = HookedTransformerConfig(n_layers=2, n_heads=2, d_model=8, d_head=4, d_vocab=6, d_vocab_out=6, n_ctx=5,
-                                  attn_only=True, normalization_type=None, act_fn=None, device="cpu")
-    path = tmp_path / "heads.pt"
-    torch.save(HookedTransformer(cfg).state_dict(), path)
+    path = save_plain(plain_model(n_layers=2, n_heads=2, d_model=8, d_head=4, d_vocab=6, d_vocab_out=6, n_ctx=5),
+                      tmp_path / "heads.pt")
     run = gbmi("--store", str(tmp_path / "s"), "prove", "induction", "--model", str(path))
     assert run.returncode == 1 and "it has 2 attention heads" in run.stderr
 

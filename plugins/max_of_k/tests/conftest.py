@@ -4,8 +4,7 @@ import subprocess
 import sys
 
 import pytest
-import torch
-
+from gbmi_core import lens
 from gbmi_max_of_k.config import MaxOfKConfig
 from gbmi_max_of_k.model import build_model
 
@@ -36,12 +35,12 @@ def reference_model():
 def small_model(V, K, d_model=8, seed=0, qk_scale=1.0, scale=1.0):
     """An untrained model with its attention sharpened by ``qk_scale`` and all weights scaled by ``scale``."""
     model = build_model(MaxOfKConfig(V=V, K=K, d_model=d_model, seed=seed))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "b_" not in name:
+    with lens.editing(model) as w:
+        for name, parameter in w.items():
+            if ".W_" in name:
                 parameter.mul_(scale)
-        model.blocks[0].attn.W_Q.mul_(qk_scale)
-        model.blocks[0].attn.W_K.mul_(qk_scale)
+        w["blocks.0.attn.W_Q"].mul_(qk_scale)
+        w["blocks.0.attn.W_K"].mul_(qk_scale)
     return model
 
 
@@ -49,11 +48,10 @@ def small_model(V, K, d_model=8, seed=0, qk_scale=1.0, scale=1.0):
 def _trained_weights(V, K, seed, steps):
     from gbmi_max_of_k.train import train
 
-    return train(MaxOfKConfig(V=V, K=K, d_model=16, seed=seed, steps=steps), progress=False).model.state_dict()
+    return lens.canonical_state(train(MaxOfKConfig(V=V, K=K, d_model=16, seed=seed, steps=steps), progress=False).model)
 
 
 def trained_model(V, K, seed=0, steps=300):
     """A small trained model (trained once per process and configuration)."""
     model = build_model(MaxOfKConfig(V=V, K=K, d_model=16, seed=seed))
-    model.load_state_dict(_trained_weights(V, K, seed, steps))
-    return model
+    return lens.load_state(model, _trained_weights(V, K, seed, steps))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import gbmi_core
+from gbmi_core import lens
 from gbmi_core.bundle import SUFFIX, write_bundle
 from gbmi_max_of_k.brute_force import CORRECT, UNDECIDED, WRONG, _Exact, brute_force
 from gbmi_max_of_k.config import MaxOfKConfig
@@ -23,8 +24,9 @@ def registry():
 
 
 def _edit(model, fn):
-    with torch.no_grad():
-        fn(model)
+    """``fn`` edits the model's canonical weights in place (``m.W_U``, ``m["blocks.0.attn.W_Q"]``, ...)."""
+    with lens.editing(model) as state:
+        fn(lens.Weights(state, lens.architecture(model)))
     return model
 
 
@@ -35,14 +37,14 @@ def battery():
 
     def sharp(scale):  # pre-softmax score ranges of about 1e2 .. 1e4
         def fn(m):
-            m.blocks[0].attn.W_Q.mul_(scale)
-            m.blocks[0].attn.W_K.mul_(scale)
+            m["blocks.0.attn.W_Q"].mul_(scale)
+            m["blocks.0.attn.W_K"].mul_(scale)
         return fn
 
     yield "sharp-1e2", _edit(base(1), sharp(6.0))
     yield "sharp-1e4", _edit(base(2), sharp(60.0))
     yield "large-logits", _edit(base(3, qk_scale=5.0), lambda m: m.W_U.mul_(2e3))
-    yield "tiny", _edit(base(4), lambda m: [p.mul_(1e-12) for n, p in m.named_parameters() if "b_" not in n])
+    yield "tiny", _edit(base(4), lambda m: [p.mul_(1e-12) for n, p in m.items() if ".W_" in n])
     yield "subnormal", _edit(base(5), lambda m: (m.W_E.mul_(1e-39), m.W_U.mul_(1e-3)))
     yield "huge", _edit(base(9), lambda m: (m.W_E.mul_(1e17), m.W_U.mul_(1e17)))  # logits past float32's range
     yield "duplicated-embeddings", _edit(base(6, qk_scale=3.0), lambda m: m.W_E[2].copy_(m.W_E[4]))
@@ -56,7 +58,7 @@ def _hidden_tie(m):
     stream never uses coordinate 7, the only one where the columns differ."""
     m.W_E[:, 7] = 0
     m.W_pos[:, 7] = 0
-    m.blocks[0].attn.W_O[0, :, 7] = 0
+    m["blocks.0.attn.W_O"][0, :, 7] = 0
     m.W_U[:, 5] = m.W_U[:, 4]
     m.W_U[7, 5] += 1.0
 
@@ -112,11 +114,11 @@ def test_several_models_in_one_process_each_get_their_own_count(registry, tmp_pa
     alone = {}
     for name in chosen:
         path = tmp_path / f"{name}.pt"
-        torch.save(dict(BATTERY)[name].state_dict(), path)
-        code = ("import json, torch, gbmi_core; from gbmi_max_of_k.model import build_model; "
+        torch.save(lens.canonical_state(dict(BATTERY)[name]), path)
+        code = ("import json, torch, gbmi_core; from gbmi_core import lens; from gbmi_max_of_k.model import build_model; "
                 "from gbmi_max_of_k.config import MaxOfKConfig; registry = gbmi_core.get_registry(); "
                 "model = build_model(MaxOfKConfig(V=6, K=3, d_model=8)); "
-                f"model.load_state_dict(torch.load({str(path)!r})); "
+                f"lens.load_state(model, torch.load({str(path)!r})); "
                 "print(json.dumps({s.name: s.prove(model).correct_count for s in registry.strategies('max-of-k')}))")
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
         assert run.returncode == 0, run.stderr[-2000:]
@@ -125,16 +127,15 @@ def test_several_models_in_one_process_each_get_their_own_count(registry, tmp_pa
         for name in order:
             model = _edit(small_model(6, 3, d_model=8, seed=0), lambda m: None)  # a fresh model in between
             del model
-            copy = {k: v.clone() for k, v in dict(BATTERY)[name].state_dict().items()}
-            model = small_model(6, 3, d_model=8, seed=0)
-            model.load_state_dict(copy)
+            copy = {k: v.clone() for k, v in lens.canonical_state(dict(BATTERY)[name]).items()}
+            model = lens.load_state(small_model(6, 3, d_model=8, seed=0), copy)
             for strategy in registry.strategies("max-of-k"):
                 assert strategy.prove(model).correct_count == alone[name][strategy.name], (order, name, strategy.name)
 
 
 def test_sharp_model_screen_does_not_lose_inputs_to_underflow():
     """Scores thousands apart: every input is decided (the old global shift left whole inputs at zero)."""
-    model = _edit(small_model(8, 4, d_model=8, seed=11), lambda m: (m.blocks[0].attn.W_Q.mul_(40.0), m.blocks[0].attn.W_K.mul_(40.0)))
+    model = _edit(small_model(8, 4, d_model=8, seed=11), lambda m: (m["blocks.0.attn.W_Q"].mul_(40.0), m["blocks.0.attn.W_K"].mul_(40.0)))
     bound = brute_force(model)
     assert bound.extra["undecided"] == 0
     assert bound.extra["rechecked_float64"] < 8**4 // 10

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gbmi_core
-from gbmi_core import Certificate, CertificateRejected, Store
+from gbmi_core import Certificate, CertificateRejected, Store, lens
 from gbmi_max_of_k import subcubic as sc
 from gbmi_max_of_k.brute_force import CORRECT, brute_force, classify
 from gbmi_max_of_k.model import paths
@@ -32,8 +32,8 @@ def adversarial_model(seed=0, query=5):
     NOTE 3, where using ``Rmax`` for every query understates the worst case.
     """
     model = trained_model(8, 3, seed=seed, steps=600)
-    with torch.no_grad():
-        model.W_E[query] = -model.W_pos[-1] + 0.05 * (model.W_E[query] + model.W_pos[-1])
+    with lens.editing(model) as w:
+        w["embed.W_E"][query] = -w["pos_embed.W_pos"][-1] + 0.05 * (w["embed.W_E"][query] + w["pos_embed.W_pos"][-1])
     return model
 
 

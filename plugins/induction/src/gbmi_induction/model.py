@@ -12,6 +12,7 @@ import attrs
 import torch
 
 from gbmi_core import ModelRefused
+from gbmi_core.lens import Weights
 from gbmi_core.attention import attention_only_weights, build_attention_only, check_attention_only
 from gbmi_core.certified import Interval, matmul
 
@@ -91,28 +92,31 @@ def all_inputs(d: int, n: int) -> torch.Tensor:
     return torch.cat([torch.cat([p, p[:, i: i + 1]], 1) for i in range(n - 2)], 0)
 
 
-def last_logits(model, tokens: torch.Tensor) -> torch.Tensor:
-    """Logits at the last position, from the model's own parameters (differentiable), biases included.
+def last_logits(model: Weights, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits at the last position, from a model's canonical weights (differentiable), biases included.
 
     Equal to ``model(tokens)[:, -1]`` for the models :func:`check_model` accepts, computing the second
     layer for the last query only.  ``[batch, n] -> [batch, d]``
     """
     n = tokens.shape[1]
     residual = model.W_E[tokens] + model.W_pos[:n]  # [b, n, D]
-    attn0 = model.blocks[0].attn
-    q = residual @ attn0.W_Q[0] + attn0.b_Q[0]
-    k = residual @ attn0.W_K[0] + attn0.b_K[0]
-    v = residual @ attn0.W_V[0] + attn0.b_V[0]
-    scores = torch.einsum("bqh,bkh->bqk", q, k) / attn0.attn_scale
+
+    def attn(layer, leaf):
+        value = model[f"blocks.{layer}.attn.{leaf}"]
+        return value if leaf == "b_O" else value[0]
+
+    q = residual @ attn(0, "W_Q") + attn(0, "b_Q")
+    k = residual @ attn(0, "W_K") + attn(0, "b_K")
+    v = residual @ attn(0, "W_V") + attn(0, "b_V")
+    scores = torch.einsum("bqh,bkh->bqk", q, k) / model.attn_scale[0]
     causal = torch.ones(n, n, dtype=torch.bool).triu(1)
     pattern = scores.masked_fill(causal, float("-inf")).softmax(-1)
-    residual = residual + torch.einsum("bqk,bkh->bqh", pattern, v) @ attn0.W_O[0] + attn0.b_O
-    attn1 = model.blocks[1].attn
-    q1 = residual[:, -1] @ attn1.W_Q[0] + attn1.b_Q[0]
-    k1 = residual @ attn1.W_K[0] + attn1.b_K[0]
-    v1 = residual @ attn1.W_V[0] + attn1.b_V[0]
-    pattern1 = (torch.einsum("bh,bkh->bk", q1, k1) / attn1.attn_scale).softmax(-1)
-    final = residual[:, -1] + torch.einsum("bk,bkh->bh", pattern1, v1) @ attn1.W_O[0] + attn1.b_O
+    residual = residual + torch.einsum("bqk,bkh->bqh", pattern, v) @ attn(0, "W_O") + attn(0, "b_O")
+    q1 = residual[:, -1] @ attn(1, "W_Q") + attn(1, "b_Q")
+    k1 = residual @ attn(1, "W_K") + attn(1, "b_K")
+    v1 = residual @ attn(1, "W_V") + attn(1, "b_V")
+    pattern1 = (torch.einsum("bh,bkh->bk", q1, k1) / model.attn_scale[1]).softmax(-1)
+    final = residual[:, -1] + torch.einsum("bk,bkh->bh", pattern1, v1) @ attn(1, "W_O") + attn(1, "b_O")
     return final @ model.W_U + model.b_U
 
 

@@ -11,6 +11,7 @@ import attrs
 import torch
 
 from gbmi_core import ModelRefused
+from gbmi_core.lens import Weights
 from gbmi_core.attention import attention_only_weights, build_attention_only, check_attention_only
 
 from .config import MaxOfKConfig
@@ -30,8 +31,9 @@ def label(tokens: torch.Tensor) -> torch.Tensor:
 def check_model(model) -> None:
     """Raise :class:`ModelRefused` unless ``model`` is a HookedTransformer the Max-of-K proofs handle."""
     check_attention_only(model, n_layers=1, n_heads=1, what="Max-of-K")
+    weights = Weights.of(model)
     for name in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
-        value = getattr(model, name)
+        value = getattr(weights, name)
         if bool((value != 0).any()):
             raise ModelRefused(f"model refused: bias {name} is nonzero (the proofs assume all biases are 0)")
 
@@ -118,8 +120,8 @@ def paths(model, dtype=torch.float64) -> Paths:
                  attn_scale=layer.attn_scale)
 
 
-def last_logits(model, tokens: torch.Tensor) -> torch.Tensor:
-    """The logits at the last position, computed from the model's own parameters (differentiable).
+def last_logits(model: Weights, tokens: torch.Tensor) -> torch.Tensor:
+    """The logits at the last position, computed from a model's canonical weights (differentiable).
 
     Equal to ``model(tokens)[:, -1]`` for the architecture :func:`check_model` accepts, but it computes
     only the last query, which makes training several times faster.  ``[batch, n] -> [batch, V]``
@@ -128,7 +130,7 @@ def last_logits(model, tokens: torch.Tensor) -> torch.Tensor:
     q = residual[:, -1] @ model.W_Q[0, 0]  # [batch, H]
     k = residual @ model.W_K[0, 0]  # [batch, n, H]
     v = residual @ model.W_V[0, 0]  # [batch, n, H]
-    scores = torch.einsum("bh,bnh->bn", q, k) / model.blocks[0].attn.attn_scale
+    scores = torch.einsum("bh,bnh->bn", q, k) / model.attn_scale[0]
     attention = scores.softmax(dim=-1)
     head = torch.einsum("bn,bnh->bh", attention, v) @ model.W_O[0, 0]  # [batch, D]
     return (residual[:, -1] + head) @ model.W_U
