@@ -5,7 +5,7 @@ The public API.  Importing this module does not import torch or transformer_lens
 
 import pluggy
 
-from .errors import (CertificateRejected, ConfigError, CorruptEntry, DuplicateName, GbmiError, MemoryRefused,
+from .errors import (CertificateRejected, ConfigError, CorruptEntry, DuplicateName, GbmiError, MemoryRefused, NotApplicable,
                      ModelRefused, PluginLoadError, StoreError, TooLarge, UnknownName)
 from .bundle import CheckResult, check
 from .hookspecs import PROJECT_NAME
@@ -22,7 +22,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
     "ArrayField", "Bound", "Certificate", "CertificateSchema", "ScalarField", "FigureSpec", "CertificateRejected", "CheckResult", "check", "ConfigError", "CorruptEntry", "DuplicateName", "GbmiError", "MemoryRefused", "memory_budget",
-    "ModelRefused", "ModelSpec", "PluginLoadError", "ProofResult", "Registry", "Store", "StoreError", "Strategy",
+    "ModelRefused", "ModelSpec", "NotApplicable", "PluginLoadError", "ProofResult", "Registry", "Store", "StoreError", "Strategy",
     "StrategySpec", "TaskSpec", "TooLarge", "TrainedModel", "TrainerSpec", "UnknownName", "default_store_path",
     "get_registry", "hookimpl", "lazy", "results_frame",
 ]

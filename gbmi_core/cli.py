@@ -13,10 +13,30 @@ import warnings
 import click
 
 from .errors import GbmiError, TooLarge
-from .report import format_table as _table
+from .report import TABLE_WIDTH, format_table as _table
 
 
 class _Group(click.Group):
+    def main(self, *args, **kwargs):
+        """Click's main, but a usage error (a bad option value, a missing file) is one line naming the cause
+        and where to look, like every other error, not a usage block."""
+        import sys
+
+        kwargs.pop("standalone_mode", None)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as error:
+            where = f" (see `{error.ctx.command_path} --help`)" if error.ctx is not None else ""
+            click.echo(f"Error: {' '.join(error.format_message().split())}{where}", err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -128,21 +148,26 @@ def list_tasks(ctx, as_json):
 
 @main.command("list-strategies")
 @click.option("--task", default=None, help="Only this task's strategies.")
+@click.option("--wide", is_flag=True, help="Full strategy names and summaries (lines may be long).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def list_strategies(ctx, task, as_json):
-    """List the registered proof strategies, sorted by task and name."""
+def list_strategies(ctx, task, wide, as_json):
+    """List the registered proof strategies, sorted by task and name (short names fit 120 columns; --strategy
+    takes either)."""
     registry = _registry(ctx)
-    items = [{"task": s.task, "name": s.name, "summary": s.summary, "complexity": s.complexity,
-              "family": s.spec.family, "plugin": s.plugin} for s in registry.strategies(task)]
+    items = [{"task": s.task, "name": s.name, "short_name": s.spec.display_name, "summary": s.summary,
+              "complexity": s.complexity, "family": s.spec.family, "plugin": s.plugin}
+             for s in registry.strategies(task)]
     if as_json:
         _echo_json(items)
         return
     if not items:
         click.echo("No proof strategies are registered (see `gbmi plugins`).")
         return
-    rows = [[s["task"], s["name"], s["complexity"], s["summary"]] for s in items]
-    click.echo(_table(rows, ["task", "strategy", "cost", "summary"]))
+    rows = [[s["task"], s["name"] if wide else s["short_name"], s["complexity"], s["summary"]] for s in items]
+    click.echo(_table(rows, ["task", "strategy", "cost", "summary"], width=None if wide else TABLE_WIDTH))
+    if not wide and any(s["name"] != s["short_name"] for s in items):
+        click.echo("(short names, which --strategy takes too; --wide or --json gives the full ones)", err=True)
 
 
 def _config_options(function):
@@ -382,7 +407,7 @@ def sweep_cmd(ctx, task, seeds, patterns, preset, config_file, assignments, jobs
     registry = _registry(ctx)
     strategies = [s.name for s in _select_strategies(registry, task, _split_patterns(patterns))]
     overrides = dict(parse_assignment(a) for a in assignments)
-    model_keys = []
+    model_keys, unsuitable, files = [], [], []
     if model_globs:
         import glob
 
@@ -392,8 +417,15 @@ def sweep_cmd(ctx, task, seeds, patterns, preset, config_file, assignments, jobs
         if not files:
             raise GbmiError(f"no model file matches {', '.join(model_globs)}")
         for path in files:
-            model_keys.append(import_model(registry, task, path, _store(ctx), config_path=model_config,
-                                           allow_pickle=allow_pickle)[1])
+            try:
+                model_keys.append(import_model(registry, task, path, _store(ctx), config_path=model_config,
+                                               allow_pickle=allow_pickle)[1])
+            except GbmiError as error:  # a file that is not a model of the task: name it, prove the rest
+                unsuitable.append((path, str(error)))
+        for path, why in unsuitable:
+            click.echo(f"  skipped model file {path}: {why}", err=True)
+        if not model_keys:
+            raise GbmiError(f"none of the {len(files)} model files could be used (each is named above)")
         model_keys = list(dict.fromkeys(model_keys))  # two files with the same weights are one model
         configs = []
     else:
@@ -413,7 +445,9 @@ def sweep_cmd(ctx, task, seeds, patterns, preset, config_file, assignments, jobs
         click.echo(f"  refused: {reason[0]}: {reason[1]}", err=True)
     for config_hash, strategy, error in summary.failed[:20]:
         click.echo(f"  failed: config {config_hash} {strategy}: {error}", err=True)
-    if summary.failed:
+    if model_globs and unsuitable:
+        click.echo(f"{len(unsuitable)} of {len(files)} model files skipped (named above)", err=True)
+    if summary.failed or (model_globs and unsuitable):
         ctx.exit(1)
 
 
@@ -428,8 +462,10 @@ def sweep_cmd(ctx, task, seeds, patterns, preset, config_file, assignments, jobs
               show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also write plots: PATH's suffix (.png or .svg) picks the format; three files, PATH-<name>.")
+@click.option("--wide", is_flag=True, help="Full strategy names, with family and complexity columns (lines may be "
+                                          "long; the default table fits 120 columns).")
 @click.pass_context
-def report_cmd(ctx, task, presets, config_file, assignments, fmt, plot_path):
+def report_cmd(ctx, task, presets, config_file, assignments, fmt, plot_path, wide):
     """Summarise the results the store holds for TASK across seeds (Table 1 of the paper), and plot them."""
     from .config import parse_assignment
     from .report import collect, plot, render, render_presets, summarise
@@ -449,7 +485,8 @@ def report_cmd(ctx, task, presets, config_file, assignments, fmt, plot_path):
     if not sections:
         raise GbmiError(f"the store at {store.root} holds no results for task {task!r} with this config; "
                         f"run `gbmi sweep {task}` first")
-    short = {s.name: s.spec.display_name for s in registry.strategies(task)}  # the terminal table's names
+    # the terminal table: short names, no family or complexity columns, so that it fits 120 columns
+    short = None if wide else {s.name: s.spec.display_name for s in registry.strategies(task)}
     if len(names) == 1:
         click.echo(render(sections[0][2], fmt, short))
     else:
@@ -502,12 +539,21 @@ def explain_cmd(ctx, task, seed, preset, config_file, assignments, model_path, m
         from .imports import import_model
 
         model = import_model(registry, task, model_path, store, config_path=model_config, allow_pickle=allow_pickle)[0]
+        label = f"file {model_path}"
     else:
-        model, _ = registry.train_or_load(task, _make_config(registry, task, seed, preset, config_file, assignments),
-                                          store)
+        config = _make_config(registry, task, seed, preset, config_file, assignments)
+        model, _ = registry.train_or_load(task, config, store)
+        label = f"seed {config.seed}" if hasattr(config, "seed") else None
     if not registry.figures(task):
         raise GbmiError(f"no plugin draws figures for task {task!r}")
-    figures = registry.explain(task, model, strategy=strategy, names=names or None)
+    not_applicable: dict[str, str] = {}
+    figures = registry.explain(task, model, strategy=strategy, names=names or None, skipped=not_applicable,
+                               label=label)
+    for name, why in not_applicable.items():
+        click.echo(f"skipped figure {name}: {why}", err=True)
+    if not figures:
+        raise GbmiError("no figure applies: " + "; ".join(not_applicable.values()) if not_applicable
+                        else "no figure was drawn")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, figure in figures.items():

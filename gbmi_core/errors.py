@@ -29,6 +29,11 @@ class CertificateRejected(GbmiError, ValueError):
     """A certificate that does not match its model or its strategy."""
 
 
+class NotApplicable(GbmiError, ValueError):
+    """A figure that does not apply to what it was asked to draw (say, a certificate table of a strategy
+    without certificates): ``gbmi explain`` skips it, naming why, and draws the rest."""
+
+
 class StoreError(GbmiError):
     """A problem with the store itself (unwritable location, bad layout)."""
 

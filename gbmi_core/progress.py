@@ -6,6 +6,11 @@ seconds (default 30) and at the end::
 
     proofs: 1234/15402 (8%), 10.3 proof/s, about 22 min left
 
+Each line is whole and on its own (stdout is flushed first, so a table being printed to the same pipe is
+never split by it), and the time left is estimated only once it means something: after at least
+:data:`ESTIMATE_AFTER` of the work and two items, since early items (a model to train, the slowest
+strategy) are rarely typical.
+
 Plugins use it too: ``from gbmi_core.progress import progress``.
 """
 
@@ -16,6 +21,8 @@ import sys
 import time
 
 INTERVAL_ENV = "GBMI_PROGRESS_INTERVAL"
+#: The fraction of the work done before a time left is estimated.
+ESTIMATE_AFTER = 0.1
 
 
 def _duration(seconds: float) -> str:
@@ -42,13 +49,18 @@ class LogProgress:
         rate = self.n / elapsed
         done = f"{self.n}/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n}"
         text = f"{self.desc}: {done}, {rate:.3g} {self.unit}/s"
-        if self.total and rate > 0 and self.n < self.total:
+        if self.total and rate > 0 and self.n < self.total and self.n >= max(2, ESTIMATE_AFTER * self.total):
             text += f", about {_duration((self.total - self.n) / rate)} left"
         elif self.total and self.n >= self.total:
             text += f", done in {_duration(elapsed)}"
         return text + (f" ({self.postfix})" if self.postfix else "")
 
     def _emit(self) -> None:
+        if self.stream is not sys.stdout:
+            try:
+                sys.stdout.flush()  # whatever was printed comes first, whole, in a pipe both streams share
+            except (OSError, ValueError):
+                pass
         print(self.line(), file=self.stream, flush=True)
         self.last, self.shown = time.monotonic(), self.n
 

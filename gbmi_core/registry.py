@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import attrs
 
 from . import config as config_mod
-from .errors import CertificateRejected, CorruptEntry, DuplicateName, GbmiError, UnknownName
+from .errors import CertificateRejected, CorruptEntry, DuplicateName, GbmiError, NotApplicable, UnknownName
 from .plugins import GbmiPluginManager, PluginInfo, get_plugin_manager
 from .records import (Bound, Certificate, FigureSpec, ModelSpec, ProofResult, StrategySpec, TaskSpec, TrainedModel,
                       TrainerSpec)
@@ -265,12 +265,16 @@ class Registry:
                 if task is None or t == task]
 
     def strategy(self, task: str, name: str) -> Strategy:
+        """A task's strategy by its name, or by its short name (what tables show) when that is unique."""
         self.task(task)
         try:
             spec, plugin = self._strategies[(task, name)]
         except KeyError:
-            known = [n for (t, n) in self._strategies if t == task]
-            raise _unknown("strategy", name, known, f" for task {task!r}") from None
+            short = [key for key, (spec, _) in self._strategies.items() if key[0] == task and spec.short_name == name]
+            if len(short) != 1:
+                known = [n for (t, n) in self._strategies if t == task]
+                raise _unknown("strategy", name, known, f" for task {task!r}") from None
+            spec, plugin = self._strategies[short[0]]
         return Strategy(spec, plugin, self)
 
     def figures(self, task: str | None = None) -> list[FigureSpec]:
@@ -278,9 +282,15 @@ class Registry:
             self.task(task)
         return [spec for (t, _), (spec, _) in sorted(self._figures.items()) if task is None or t == task]
 
-    def explain(self, task: str, model: Any, *, strategy: str | None = None, names=None) -> dict:
+    def explain(self, task: str, model: Any, *, strategy: str | None = None, names=None,
+                skipped: dict | None = None, label: str | None = None) -> dict:
         """The task's figures of ``model`` (matplotlib figures by name).  Figures about a proof are drawn for
-        ``strategy`` (a name) and skipped without one; ``names`` picks some figures only."""
+        ``strategy`` (a name) and skipped without one; ``names`` picks some figures only.  A figure that
+        raises :class:`~gbmi_core.NotApplicable` is left out, its reason put in ``skipped`` by name.  Each
+        figure is stamped with the task, the model's hash and ``label`` (say, its seed or file)."""
+        from .models import model_hash
+        from .plots import stamp
+
         spec = self.task(task)
         if spec.check_model is not None:
             spec.check_model(model)
@@ -293,7 +303,14 @@ class Registry:
         for name, figure in known.items():
             if (names and name not in names) or (figure.needs_strategy and chosen is None):
                 continue
-            figures[name] = figure.draw(model, strategy=chosen) if figure.needs_strategy else figure.draw(model)
+            try:
+                figures[name] = figure.draw(model, strategy=chosen) if figure.needs_strategy else figure.draw(model)
+            except NotApplicable as error:
+                if skipped is not None:
+                    skipped[name] = str(error)
+        identity = " · ".join(part for part in (task, f"model {model_hash(model)}", label) if part)
+        for drawn in figures.values():
+            stamp(drawn, identity)
         return figures
 
     # -- configs and models --------------------------------------------------------------------------

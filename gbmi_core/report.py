@@ -76,6 +76,10 @@ def collect(registry, task: str, store, config) -> list[Row]:
     return rows
 
 
+def _count(values) -> int:
+    return sum(1 for v in values if v is not None and not math.isnan(v))
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
@@ -95,6 +99,7 @@ def summarise(rows: list[Row]) -> dict[str, list[dict[str, Any]]]:
         strategies.append({
             "strategy": name, "family": group[0].family, "complexity": group[0].complexity, "seeds": len(group),
             "bound_mean": bound[0], "bound_std": bound[1], "normalised_mean": norm[0], "normalised_std": norm[1],
+            "normalised_seeds": _count(r.normalised for r in group),
             "flops_mean": statistics.fmean(r.result.flops for r in group),
             "unexplained_dimension": statistics.fmean(r.result.unexplained_dimension or 0 for r in group),
             "seconds_mean": statistics.fmean(r.result.seconds for r in group),
@@ -114,15 +119,27 @@ def summarise(rows: list[Row]) -> dict[str, list[dict[str, Any]]]:
             "family": family, "strategies": len({r.result.strategy for r in rows if r.family == family}),
             "seeds": len(group), "best_bound_mean": bound[0], "best_bound_std": bound[1],
             "best_normalised_mean": norm[0], "best_normalised_std": norm[1],
+            "normalised_seeds": _count(r.normalised for r in group),
             "flops_of_best_mean": statistics.fmean(r.result.flops for r in group),
             "unexplained_dimension_of_best": statistics.fmean(r.result.unexplained_dimension or 0 for r in group),
         })
     return {"strategies": strategies, "families": families}
 
 
-def format_table(rows: list[list[str]], headers: list[str], right=frozenset()) -> str:
-    """A plain-text table: a header, a rule, then rows; columns in ``right`` are right-aligned."""
+#: Terminal tables fit this many columns by default.
+TABLE_WIDTH = 120
+
+
+def format_table(rows: list[list[str]], headers: list[str], right=frozenset(), width: int | None = TABLE_WIDTH) -> str:
+    """A plain-text table: a header, a rule, then rows; columns in ``right`` are right-aligned.  Lines fit
+    ``width`` columns: the last column (free text) is cut with an ellipsis where it would not fit."""
+    rows = [[str(c) for c in row] for row in rows]
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    if width is not None and widths and sum(widths) + 2 * (len(widths) - 1) > width:
+        room = width - sum(widths[:-1]) - 2 * (len(widths) - 1)
+        if room >= max(12, len(headers[-1])):
+            widths[-1] = room
+            rows = [row[:-1] + [row[-1] if len(row[-1]) <= room else row[-1][: room - 1] + "…"] for row in rows]
 
     def fmt(row):
         cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
@@ -131,20 +148,45 @@ def format_table(rows: list[list[str]], headers: list[str], right=frozenset()) -
     return "\n".join([fmt(headers), "  ".join("-" * w for w in widths), *(fmt(row) for row in rows)])
 
 
-def _pm(mean: float, std: float, digits: int = 4) -> str:
-    return "-" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+def _pm(mean: float, std: float, digits: int = 4, n: int | None = None, of: int | None = None) -> str:
+    """``mean ± std``; with ``n`` values of ``of`` seeds where they differ, says ``(n=k of N)``, and one
+    value is shown without a spread it does not have."""
+    if math.isnan(mean):
+        return "-"
+    text = f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return text if n is None or n == of else f"{text} (n={n} of {of})"
+
+
+def _norm(entry: dict, prefix: str = "") -> str:
+    return _pm(entry[f"{prefix}normalised_mean"], entry[f"{prefix}normalised_std"],
+               n=entry.get("normalised_seeds"), of=entry["seeds"])
+
+
+def _footnote(summary) -> str | None:
+    """A line saying that normalised bounds cover fewer seeds than the bounds, when they do."""
+    short = [s for s in summary["strategies"] if s.get("normalised_seeds", s["seeds"]) < s["seeds"]]
+    if not short:
+        return None
+    have = max(s.get("normalised_seeds", 0) for s in summary["strategies"])
+    most = max(s["seeds"] for s in summary["strategies"])
+    return (f"note: normalised bounds divide by the exact accuracy, known for {have} of {most} seeds; prove the "
+            f"task's exact strategy (e.g. brute force) on the others to normalise them too")
 
 
 def _tables(summary, names=None) -> list[tuple[str, list[str], list[list[str]]]]:
-    fam_headers = ["family", "strategies", "seeds", "best bound", "best normalised", "FLOPs (best)", "unexpl. dim"]
+    """The family and strategy tables; with ``names`` (the terminal table's short names) the strategy table
+    leaves out the family and complexity columns, to fit 120 columns."""
+    fam_headers = ["family", "members", "seeds", "best bound", "best normalised", "FLOPs (best)", "unexpl. dim"]
     fam_rows = [[f["family"], str(f["strategies"]), str(f["seeds"]), _pm(f["best_bound_mean"], f["best_bound_std"]),
-                 _pm(f["best_normalised_mean"], f["best_normalised_std"]), f"{f['flops_of_best_mean']:.3g}",
+                 _norm(f, "best_"), f"{f['flops_of_best_mean']:.3g}",
                  f"{f['unexplained_dimension_of_best']:.4g}"] for f in summary["families"]]
     headers = ["strategy", "family", "complexity", "seeds", "bound", "normalised", "FLOPs", "unexpl. dim"]
-    names = names or {}
-    rows = [[names.get(s["strategy"], s["strategy"]), s["family"], s["complexity"], str(s["seeds"]), _pm(s["bound_mean"], s["bound_std"]),
-             _pm(s["normalised_mean"], s["normalised_std"]), f"{s['flops_mean']:.3g}",
+    rows = [[(names or {}).get(s["strategy"], s["strategy"]), s["family"], s["complexity"], str(s["seeds"]),
+             _pm(s["bound_mean"], s["bound_std"]), _norm(s), f"{s['flops_mean']:.3g}",
              f"{s['unexplained_dimension']:.4g}"] for s in summary["strategies"]]
+    if names is not None:
+        headers = [h for i, h in enumerate(headers) if i not in (1, 2)]
+        rows = [[c for i, c in enumerate(row) if i not in (1, 2)] for row in rows]
     return [("Per family (the best strategy of the family on each seed)", fam_headers, fam_rows),
             ("Per strategy", headers, rows)]
 
@@ -170,7 +212,8 @@ def _emit(title: str, headers: list[str], rows: list[list[str]], fmt: str) -> st
 
 #: The columns of ``--format csv``: one row per family (its best strategy on each seed) and per strategy.
 CSV_COLUMNS = ["preset", "level", "name", "family", "complexity", "strategies", "seeds", "bound_mean", "bound_std",
-               "normalised_mean", "normalised_std", "flops_mean", "unexplained_dimension", "seconds_mean"]
+               "normalised_mean", "normalised_std", "normalised_seeds", "flops_mean", "unexplained_dimension",
+               "seconds_mean"]
 
 
 def _csv(sections) -> str:
@@ -182,13 +225,15 @@ def _csv(sections) -> str:
             writer.writerow({"preset": preset or "", "level": "family", "name": f["family"], "family": f["family"],
                              "strategies": f["strategies"], "seeds": f["seeds"], "bound_mean": f["best_bound_mean"],
                              "bound_std": f["best_bound_std"], "normalised_mean": f["best_normalised_mean"],
-                             "normalised_std": f["best_normalised_std"], "flops_mean": f["flops_of_best_mean"],
+                             "normalised_std": f["best_normalised_std"], "normalised_seeds": f["normalised_seeds"],
+                             "flops_mean": f["flops_of_best_mean"],
                              "unexplained_dimension": f["unexplained_dimension_of_best"]})
         for r in summary["strategies"]:
             writer.writerow({"preset": preset or "", "level": "strategy", "name": r["strategy"], "family": r["family"],
                              "complexity": r["complexity"], "strategies": 1, "seeds": r["seeds"],
                              **{k: r[k] for k in ("bound_mean", "bound_std", "normalised_mean", "normalised_std",
-                                                  "flops_mean", "unexplained_dimension", "seconds_mean")}})
+                                                  "normalised_seeds", "flops_mean", "unexplained_dimension",
+                                                  "seconds_mean")}})
     return buffer.getvalue().rstrip("\n")
 
 
@@ -212,12 +257,17 @@ def render_presets(sections: list[tuple[str | None, dict]], fmt: str = "table", 
     if len(sections) > 1:
         headers = ["preset", "family", "seeds", "best bound", "best normalised", "FLOPs (best)"]
         rows = [[name, f["family"], str(f["seeds"]), _pm(f["best_bound_mean"], f["best_bound_std"]),
-                 _pm(f["best_normalised_mean"], f["best_normalised_std"]), f"{f['flops_of_best_mean']:.3g}"]
+                 _norm(f, "best_"), f"{f['flops_of_best_mean']:.3g}"]
                 for name, summary in sections for f in summary["families"]]
         out.append(_emit("Per preset (the best strategy of each family on each seed)", headers, rows, fmt))
     for name, summary in sections:
         for title, headers, rows in _tables(summary, names if fmt == "table" else None):
             out.append(_emit(title if name is None else f"{name}: {title}", headers, rows, fmt))
+        note = _footnote(summary)
+        if note:
+            import textwrap
+
+            out.append({"markdown": f"_{note}_", "latex": f"% {note}"}.get(fmt, textwrap.fill(note, TABLE_WIDTH)))
     return "\n\n".join(out)
 
 
@@ -243,7 +293,6 @@ def plot(rows: list[Row], summary, path: str | pathlib.Path, title: str = "") ->
     path.parent.mkdir(parents=True, exist_ok=True)
     families = sorted({r.family for r in rows})
     colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
-    seeds = len({r.seed for r in rows})
     written = []
 
     def save(fig, name):
@@ -258,6 +307,7 @@ def plot(rows: list[Row], summary, path: str | pathlib.Path, title: str = "") ->
     def scatter(x, y, xlabel, ylabel, what, name, extra=None):
         """One dot per (seed, strategy), coloured by family; log-scale x."""
         fig, ax = plt.subplots(figsize=(8, 5.5))
+        seeds = len({r.seed for r in rows if x(r) and y(r) is not None})  # the seeds this plot shows
         for family in families:
             group = [r for r in rows if r.family == family and x(r) and y(r) is not None]
             ax.scatter([x(r) for r in group], [y(r) for r in group], s=12, alpha=0.6, color=colours[family],
@@ -267,7 +317,7 @@ def plot(rows: list[Row], summary, path: str | pathlib.Path, title: str = "") ->
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title}{what} ({seeds} seeds; a dot per seed and strategy)")
+        ax.set_title(f"{title}{what} ({seeds} seed{'s' if seeds != 1 else ''}; a dot per seed and strategy)")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)

@@ -5,8 +5,9 @@
 >>> frame.groupby("strategy").bound.mean()               # doctest: +SKIP
 
 Columns: ``task``, the config's fields (prefixed ``config.``; empty for a result whose model the store does
-not hold; for an imported model, the config its task reads off the architecture), ``config_hash``,
-``model_hash``, ``source`` (``trained``, ``imported`` or ``unknown``), ``strategy``, ``family``, ``bound`` (the accuracy lower bound),
+not hold, and for an imported model, which has no training config of ours), ``config_hash``, ``model_hash``,
+``source`` (``trained``, ``imported`` or ``unknown``), ``file`` (the model file an imported model came from),
+``strategy``, ``family``, ``bound`` (the accuracy lower bound),
 ``correct_count``, ``total_count``, ``flops``, ``unexplained_dimension``, ``seconds``, ``search_seconds``,
 ``verify_seconds``, ``certified``.  Counts are exact integers; where one exceeds 64 bits (Max-of-20 over 512
 tokens has 512^20 inputs) the column holds Python integers, written as decimal strings to parquet.
@@ -27,7 +28,8 @@ _RESULT_COLUMNS = ("bound", "correct_count", "total_count", "flops", "unexplaine
 
 def result_rows(registry, task: str, store, *, config=None, model_hash: str | None = None) -> list[dict]:
     """Every stored result of ``task``: of models whose config equals ``config`` but for the seed (all
-    models if None), and of the model ``model_hash`` (a prefix is enough) if given."""
+    models if None; imported models have no config of ours, so a config filter leaves them out), and of the
+    model ``model_hash`` (a prefix is enough) if given."""
     from .report import config_filter
 
     registry.task(task)
@@ -43,18 +45,23 @@ def result_rows(registry, task: str, store, *, config=None, model_hash: str | No
         if model_hash is not None and not model.startswith(model_hash):
             continue
         attributes = models.get(model)
-        if same_but_seed is not None and (attributes is None or not same_but_seed(attributes.get("config", {}))):
-            continue  # another config, or a model the store does not hold (its config is unknown)
+        imported = bool((attributes or {}).get("imported"))
+        if same_but_seed is not None and (attributes is None or imported
+                                          or not same_but_seed(attributes.get("config", {}))):
+            continue  # another config, an imported model, or a model the store does not hold
         for key in store.keys(f"results/{task}/{model}"):
             stored = store.get(key)
             if stored is None:
                 continue
             result = ProofResult.from_dict(stored.attrs)
             row = {"task": task}
-            row.update({f"config.{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                        for k, v in (attributes or {}).get("config", {}).items()})
-            source = "imported" if (attributes or {}).get("imported") else "trained" if attributes else "unknown"
-            row.update({"config_hash": (attributes or {}).get("config_hash", ""), "model_hash": model, "source": source,
+            if not imported:  # an imported model's config would be our defaults, not the training it had
+                row.update({f"config.{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                            for k, v in (attributes or {}).get("config", {}).items()})
+            source = "imported" if imported else "trained" if attributes else "unknown"
+            row.update({"config_hash": "" if imported else (attributes or {}).get("config_hash", ""),
+                        "model_hash": model, "source": source,
+                        "file": (attributes or {}).get("source", "") if imported else "",
                         "strategy": result.strategy, "family": families.get(result.strategy, "(unregistered)"),
                         "bound": result.accuracy_lower_bound, "correct_count": result.correct_count,
                         "total_count": result.total_count, "flops": result.flops,
@@ -70,7 +77,8 @@ def to_frame(rows: list[dict]):
     import pandas as pd
 
     config_columns = sorted({k for row in rows for k in row if k.startswith("config.")})
-    columns = ["task", *config_columns, "config_hash", "model_hash", "source", "strategy", "family", *_RESULT_COLUMNS]
+    columns = ["task", *config_columns, "config_hash", "model_hash", "source", "file", "strategy", "family",
+               *_RESULT_COLUMNS]
     frame = pd.DataFrame(rows, columns=columns)
     for name in ("correct_count", "total_count", "flops"):
         if len(frame) and max(abs(int(v)) for v in frame[name]) < 2**63:

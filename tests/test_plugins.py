@@ -84,7 +84,7 @@ def test_real_installed_plugin_is_discovered_through_its_entry_point(example_plu
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [{
         "complexity": "O(2^n n)", "family": "", "name": "enumerate", "plugin": "majority",
-        "summary": "Run the model on every input.", "task": "majority",
+        "short_name": "enumerate", "summary": "Run the model on every input.", "task": "majority",
     }]
     plugins = run_gbmi("plugins", "--json", pythonpath=[example_plugin_dir],
                        env={"GBMI_LOAD_PLUGINS": "gbmi-example-majority"})

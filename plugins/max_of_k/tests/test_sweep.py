@@ -167,7 +167,7 @@ def test_report_formats_and_plots(registry, tmp_path):
     brute = summary["strategies"][0]
     assert brute["strategy"] == "brute-force" and brute["normalised_mean"] == 1.0 and brute["seeds"] == 3
     markdown = render(summary, "markdown")
-    assert "| family | strategies | seeds | best bound |" in markdown and "| brute-force | 1 | 3 |" in markdown
+    assert "| family | members | seeds | best bound |" in markdown and "| brute-force | 1 | 3 |" in markdown
     table = list(csv.DictReader(io.StringIO(render(summary, "csv"))))  # one table, one header
     assert [r["level"] for r in table] == ["family"] * 4 + ["strategy"] * 4
     brute_row = next(r for r in table if r["level"] == "strategy" and r["name"] == "brute-force")

@@ -10,33 +10,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gbmi_core import NotApplicable
+from gbmi_core.plots import figure as _figure, heatmap as _heatmap, integer_ticks
+
 from .model import check_model, match_position, sample, tables
 
 _SAMPLES = 4096
-
-
-def _figure(width=6.0, height=4.5, ncols=1):
-    import matplotlib.figure
-
-    figure = matplotlib.figure.Figure(figsize=(width, height), layout="constrained")
-    return figure, figure.subplots(1, ncols)
-
-
-def _heatmap(figure, axes, matrix, title, xlabel, ylabel, diverging=True, annotate=False):
-    matrix = np.asarray(matrix, dtype=np.float64)
-    if diverging:
-        top = float(np.abs(matrix).max()) or 1.0
-        image = axes.imshow(matrix, cmap="RdBu_r", vmin=-top, vmax=top, aspect="auto", interpolation="nearest")
-    else:
-        image = axes.imshow(matrix, cmap="viridis", aspect="auto", interpolation="nearest", vmin=0)
-    if annotate:
-        for (r, c), value in np.ndenumerate(matrix):
-            axes.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w")
-    axes.set_title(title, fontsize=10)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    figure.colorbar(image, ax=axes)
-    return figure
 
 
 def _patterns(model):
@@ -53,7 +32,8 @@ def previous_token(model, strategy=None):
     figure, axes = _figure()
     return _heatmap(figure, axes, layer0.mean(0).numpy(),
                     "layer 0: mean attention (query position x key position)\nthe sub-diagonal is the previous token",
-                    "key position", "query position", diverging=False, annotate=True)
+                    "key position", "query position", diverging=False, annotate=True, unit="attention weight",
+                    vmin=0.0)
 
 
 def induction(model, strategy=None):
@@ -65,7 +45,7 @@ def induction(model, strategy=None):
     return _heatmap(figure, axes, rows,
                     "layer 1 at the last position: mean attention by match position i\n"
                     "(the answer sits at key i+1)", "key position", "match position i", diverging=False,
-                    annotate=True)
+                    annotate=True, unit="attention weight", vmin=0.0)
 
 
 def matching(model, strategy=None):
@@ -79,7 +59,7 @@ def matching(model, strategy=None):
     return _heatmap(figure, axes, scores.numpy(),
                     "layer 1 score: query token q against a key whose previous token is u\n"
                     "(mean over key positions; the diagonal is the induction match)", "previous token u",
-                    "query token q")
+                    "query token q", unit="attention score (before softmax)")
 
 
 def copying(model, strategy=None):
@@ -87,12 +67,15 @@ def copying(model, strategy=None):
     figure, axes = _figure()
     ov = T.EV.mid.mean(1)  # [token, output]: what attending to a token adds to each logit
     return _heatmap(figure, axes, ov.numpy(), "layer 1 OV circuit through the unembedding\n"
-                    "(key token x output logit; the diagonal copies)", "output token", "attended token")
+                    "(key token x output logit; the diagonal copies)", "output token", "attended token",
+                    unit="logit")
 
 
 def proof_map(model, strategy=None):
     if strategy is None:
         raise ValueError("the proof map needs a strategy (gbmi explain induction --strategy pair-bounds)")
+    if not strategy.spec.name.startswith("pair-bounds"):
+        raise NotApplicable(f"strategy {strategy.spec.name!r} has no proof map (the pair-bounds strategies do)")
     from .pairs import group_map
 
     proved = group_map(model, int(strategy.spec.options.get("steps", 2)))  # [q, i, a]
@@ -104,7 +87,8 @@ def proof_map(model, strategy=None):
         axes[i].set_title(f"i = {i}: {int(proved[:, i].sum())} groups proved", fontsize=9)
         axes[i].set_xlabel("answer a")
         axes[i].set_ylabel("query q")
-    figure.suptitle(f"{strategy.spec.name}: groups (q, i, a) proved", fontsize=10)
+        integer_ticks(axes[i], "x", "y")
+    figure.suptitle(f"{strategy.spec.name}: groups (q, i, a) proved (green) or not (white)", fontsize=10)
     return figure
 
 

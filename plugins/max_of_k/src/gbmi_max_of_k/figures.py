@@ -10,28 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gbmi_core import NotApplicable
+from gbmi_core.plots import figure as _figure, heatmap as _heatmap, integer_ticks
+
 from .model import paths
-
-
-def _figure(width=6.0, height=4.5, ncols=1):
-    import matplotlib.figure
-
-    figure = matplotlib.figure.Figure(figsize=(width, height), layout="constrained")
-    return figure, figure.subplots(1, ncols)
-
-
-def _heatmap(figure, axes, matrix, title, xlabel, ylabel, diverging=True):
-    matrix = np.asarray(matrix, dtype=np.float64)
-    if diverging:
-        top = float(np.abs(matrix).max()) or 1.0
-        image = axes.imshow(matrix, cmap="RdBu_r", vmin=-top, vmax=top, aspect="auto", interpolation="nearest")
-    else:
-        image = axes.imshow(matrix, cmap="viridis", aspect="auto", interpolation="nearest")
-    axes.set_title(title, fontsize=10)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    figure.colorbar(image, ax=axes)
-    return figure
 
 
 def eqke(model, strategy=None):
@@ -39,14 +21,15 @@ def eqke(model, strategy=None):
     figure, axes = _figure()
     return _heatmap(figure, axes, (P.EQKE() / P.attn_scale).numpy(),
                     "EQKE / scale: attention score of query token on key token\n(rising along keys: the size direction)",
-                    "key token", "query token")
+                    "key token", "query token", unit="attention score (before softmax)")
 
 
 def eqkp(model, strategy=None):
     P = paths(model)
     figure, axes = _figure()
     return _heatmap(figure, axes, (P.EQKP() / P.attn_scale).numpy(),
-                    "EQKP / scale: attention score of query token on key position", "key position", "query token")
+                    "EQKP / scale: attention score of query token on key position", "key position", "query token",
+                    unit="attention score (before softmax)")
 
 
 def eqke_svd(model, strategy=None):
@@ -58,14 +41,21 @@ def eqke_svd(model, strategy=None):
     left.semilogy(np.arange(1, len(S) + 1), S.numpy(), "o-", ms=3)
     left.set_title(f"singular values of EQKE / scale (σ1/σ2 = {float(S[0] / S[1]):.3g})", fontsize=10)
     left.set_xlabel("index")
-    left.set_ylabel("singular value")
+    left.set_ylabel("singular value (attention score units)")
+    integer_ticks(left, "x")
     left.grid(alpha=0.3)
     tokens = np.arange(P.V)
-    right.plot(tokens, (sign * float(S[0]) * Vh[0]).numpy(), label="key side: σ1 · v1 (size direction)")
-    right.plot(tokens, (sign * U[:, 0]).numpy() * float(np.sqrt(P.V)), label="query side: u1 · √V")
+    # Each side on its own scale: the key side carries σ1 (score units), the query side is a unit vector.
+    key_line, = right.plot(tokens, (sign * float(S[0]) * Vh[0]).numpy(), color="C0",
+                           label="key side: σ1 · v1 (size direction)")
+    right.set_ylabel("σ1 · v1 (attention score units)", color="C0")
+    query = right.twinx()
+    query_line, = query.plot(tokens, (sign * U[:, 0]).numpy(), color="C1", label="query side: u1")
+    query.set_ylabel("u1 (unit vector entries)", color="C1")
     right.set_title("the rank-one part of EQKE: u1 σ1 v1ᵀ", fontsize=10)
     right.set_xlabel("token")
-    right.legend(fontsize=8)
+    integer_ticks(right, "x")
+    right.legend(handles=[key_line, query_line], fontsize=8, loc="upper left")
     right.grid(alpha=0.3)
     return figure
 
@@ -75,21 +65,21 @@ def evou(model, strategy=None):
     figure, axes = _figure()
     return _heatmap(figure, axes, P.EVOU().numpy(),
                     "EVOU: logit of each output from attending to a key token\n(a bright diagonal: copying)",
-                    "output token", "key token")
+                    "output token", "key token", unit="logit")
 
 
 def pvou(model, strategy=None):
     P = paths(model)
     figure, axes = _figure(6, 3)
     return _heatmap(figure, axes, P.PVOU().numpy(), "PVOU: logit of each output from attending to a position",
-                    "output token", "key position")
+                    "output token", "key position", unit="logit")
 
 
 def eupu(model, strategy=None):
     P = paths(model)
     figure, axes = _figure()
     return _heatmap(figure, axes, P.EUPU().numpy(), "EUPU: direct path, logit of each output from the query token",
-                    "output token", "query token")
+                    "output token", "query token", unit="logit")
 
 
 def _proof_tables(model, strategy):
@@ -106,7 +96,7 @@ def _proof_tables(model, strategy):
         fraction = (good / below).mean(-1)
         return "share of non-max tokens k < m proved, mean over c", fraction.numpy(), None
     if not strategy.name.startswith("subcubic"):
-        raise ValueError(f"no proof map for strategy {strategy.name!r} (cubic and subcubic strategies have one)")
+        raise NotApplicable(f"no proof map for strategy {strategy.name!r} (cubic and subcubic strategies have one)")
     options = subcubic.SubcubicOptions(**strategy.spec.options)
     certificate = strategy.search(model)
     G, directions, abar = subcubic._check_certificate(certificate, P.V, P.n, P.D)
@@ -122,7 +112,8 @@ def proof_map(model, strategy=None):
     title, fraction, _ = _proof_tables(model, strategy)
     figure, axes = _figure()
     shown = np.where(np.tri(len(fraction), dtype=bool).T, fraction, np.nan)  # q <= m only
-    _heatmap(figure, axes, shown, f"{strategy.spec.display_name}: {title}", "max token m", "query token q", diverging=False)
+    _heatmap(figure, axes, shown, f"{strategy.spec.display_name}: {title}", "max token m", "query token q",
+             diverging=False, unit="share proved (0 to 1)", vmin=0.0)
     return figure
 
 
@@ -130,12 +121,12 @@ def min_gap(model, strategy=None):
     """The certificate's min-gap table G[q, m, c] for c = K - 1 (every non-query slot), where defined."""
     _, _, G = _proof_tables(model, strategy)
     if G is None:
-        raise ValueError(f"strategy {strategy.name!r} has no min-gap table (subcubic strategies do)")
+        raise NotApplicable(f"strategy {strategy.name!r} has no min-gap table (subcubic strategies do)")
     V = G.shape[0]
     shown = np.where(np.tri(V, dtype=bool).T, G[:, :, -1].astype(np.float64), np.nan)
     figure, axes = _figure()
     return _heatmap(figure, axes, shown, f"{strategy.spec.display_name}: min gap G[q, m, c=K-1]", "max token m",
-                    "query token q", diverging=False)
+                    "query token q", diverging=False, unit="min gap (tokens)")
 
 
 #: The figures by name (their summaries are in the plugin module, which must not import torch).
