@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/gbmi prove max-of-k --seed 123 --strategy all "$@"
+exec "${VENV:-.venv}/bin/gbmi" prove max-of-k --seed 123 --strategy all "$@"
