@@ -272,7 +272,9 @@ def _dense(tensor):
     FLOPs are the same under every TransformerLens version."""
     import torch
 
-    return tensor.to(memory_format=torch.contiguous_format)
+    if tensor.is_contiguous():
+        return tensor
+    return tensor.to(tensor.dtype, copy=True, memory_format=torch.contiguous_format)
 
 
 def is_bridge_layout(state: Mapping[str, Any]) -> bool:

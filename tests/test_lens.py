@@ -77,6 +77,7 @@ def test_a_built_model_computes_what_its_canonical_weights_say(changes):
     assert lens.architecture(model.float()) == arch  # the scale is read back from the layers, truthfully
     back = lens.canonical_state(model)
     assert all(torch.equal(back[name], state[name]) for name in lens.parameter_names(arch))
+    assert all(back[name].is_contiguous() for name in back)  # the same memory layout under every version
 
 
 def test_the_attention_scale_is_what_scores_are_divided_by():
