@@ -76,7 +76,7 @@ def claim_hashes(header: Mapping[str, Any]) -> dict[str, str]:
 def write_bundle(directory, strategy, model, config, certificate, result, *, architecture=None) -> pathlib.Path:
     """Write one proof as ``DIRECTORY/<strategy>.gbmi-proof.npz`` (written whole, then renamed into place).
 
-    ``architecture``: for an imported model, the HookedTransformerConfig fields it is rebuilt from (its
+    ``architecture``: for an imported model, the canonical config fields (gbmi_core.lens) it is rebuilt from (its
     task's ``build_model(config)`` may not reproduce it).  Every bundle records its model's architecture
     (the attention scale and its switch among it), covered by the model hash."""
     from .imports import architecture_of

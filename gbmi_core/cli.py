@@ -185,7 +185,7 @@ def _model_file_options(function):
                             help="Accept a whole pickled module in a .pt file (runs code from the file: only for "
                                  "files you trust).")(function)
     function = click.option("--model-config", "model_config", type=click.Path(dir_okay=False), default=None,
-                            help="A side-car JSON of HookedTransformerConfig fields (default: FILE.json beside the "
+                            help="A side-car JSON of the model config's fields, cfg.to_dict() (default: FILE.json beside the "
                                  "model, else inferred from the weights).")(function)
     return function
 
@@ -312,7 +312,7 @@ def _module_exists(name: str) -> bool:
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False), default=None,
               help="Also write one self-contained proof bundle per strategy into this folder (see `gbmi check`).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
-              help="Prove this model file (a HookedTransformer state_dict: .pt, .safetensors or .npz) instead of "
+              help="Prove this model file (a TransformerLens 3.x or 4.x state_dict: .pt, .safetensors or .npz) instead of "
                    "training or loading one of ours.")
 @_model_file_options
 @click.pass_context

@@ -1,18 +1,21 @@
-"""Bring your own model: load a HookedTransformer saved the usual ways, check it, and keep it in the store.
+"""Bring your own model: load a TransformerLens model saved the usual ways, check it, and keep it in the store.
 
-Accepted files:
+Accepted files (weights from either TransformerLens version; the model is rebuilt under the installed one
+through :mod:`gbmi_core.lens`):
 
 * a ``state_dict`` in ``.pt``/``.pth`` (read with ``torch.load(weights_only=True)``: no arbitrary code),
-  ``.safetensors``, or ``.npz`` (numpy, ``allow_pickle=False``; gbmi's own model files too);
+  ``.safetensors``, or ``.npz`` (numpy, ``allow_pickle=False``; gbmi's own model files too), in 3.x
+  ``HookedTransformer`` layout or 4.x ``TransformerBridge`` layout (the latter with its config);
 * a whole pickled module in ``.pt`` only with ``allow_pickle=True`` (``--allow-pickle``): unpickling runs
-  whatever code the file names, so only for files you trust.
+  whatever code the file names, so only for files you trust;
+* from Python, a ``HookedTransformer`` or ``TransformerBridge`` object itself.
 
 The architecture comes from a side-car JSON (``--model-config FILE``, else ``<file>.json`` or
-``<file minus suffix>.json`` beside it) holding a TransformerLens ``HookedTransformerConfig`` as
-``cfg.to_dict()`` writes it (or the subset of its fields that matter); without one it is inferred from the
-weights' names and shapes.  The task's ``check_model`` then says whether its proofs apply, naming the
-reason when not.  An imported model is stored under ``models/<task>/imported-<weights hash>`` with its
-architecture, so proofs of it are cached and reported (``gbmi results``) like those of trained models.
+``<file minus suffix>.json`` beside it) holding the model's ``cfg.to_dict()`` (or the subset of its fields
+that matter); without one it is inferred from a 3.x state dict's names and shapes.  The task's
+``check_model`` then says whether its proofs apply, naming the reason when not.  An imported model is
+stored under ``models/<task>/imported-<model hash>`` with its architecture, so proofs of it are cached and
+reported (``gbmi results``) like those of trained models.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ class InductionConfig:
     """One induction model: vocabulary ``d``, sequence length ``n``, widths, and how it is trained.
 
     Inputs: ``x_0 .. x_{n-2}`` pairwise distinct tokens of ``[0, d)``, and ``x_{n-1} = x_i`` for some
-    ``i <= n-3``; the answer is ``x_{i+1}``.  The model is a 2-layer attention-only HookedTransformer, one
+    ``i <= n-3``; the answer is ``x_{i+1}``.  The model is a 2-layer attention-only transformer, one
     head per layer, no LayerNorm, learned positions, attention scale ``sqrt(d_head)``.  Training: AdamW
     on fresh uniform samples each step (``steps`` of ``batch_size``), deterministic for ``seed`` on CPU.
     """

@@ -1,6 +1,6 @@
 """Pictures of the induction mechanism, for ``gbmi explain induction``.
 
-Each function takes a model (any HookedTransformer the proofs accept) and returns a matplotlib ``Figure``
+Each function takes a model (any TransformerLens model the proofs accept) and returns a matplotlib ``Figure``
 (no pyplot state).  Attention patterns are averaged over a fixed sample of the task's inputs; the circuit
 pictures read the model's path tables directly.
 """

@@ -1,6 +1,6 @@
-"""The induction model (a 2-layer attention-only HookedTransformer), its inputs, and its path tables.
+"""The induction model (a 2-layer attention-only TransformerLens model), its inputs, and its path tables.
 
-Any HookedTransformer of the shape family is accepted, ours or someone else's: two attention-only layers
+Any TransformerLens model (3.x or 4.x) of the shape family is accepted, ours or someone else's: two attention-only layers
 of one head, no LayerNorm, learned positions, biases allowed (they are folded into the tables below).
 """
 
@@ -20,13 +20,13 @@ from .config import InductionConfig
 
 
 def build_model(config: InductionConfig):
-    """A fresh HookedTransformer for ``config``, initialised from ``config.seed``, biases frozen at 0."""
+    """A fresh model (of the installed TransformerLens) for ``config``, initialised from ``config.seed``, biases frozen at 0."""
     return build_attention_only(n_layers=2, d_model=config.d_model, d_head=config.d_head, d_vocab=config.d,
                                 n_ctx=config.n, seed=config.seed)
 
 
 def check_model(model) -> None:
-    """Raise :class:`ModelRefused` unless ``model`` is a HookedTransformer the induction proofs handle."""
+    """Raise :class:`ModelRefused` unless ``model`` is a TransformerLens model the induction proofs handle."""
     check_attention_only(model, n_layers=2, n_heads=1, what="the induction task")
     cfg = model.cfg
     if cfg.n_ctx < 3 or cfg.n_ctx - 1 > cfg.d_vocab:

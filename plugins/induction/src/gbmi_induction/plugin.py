@@ -42,7 +42,7 @@ def gbmi_tasks():
 @hookimpl
 def gbmi_models():
     return [ModelSpec(task=TASK, name="attn-only-2l1h",
-                      summary="Two-layer, one-head-per-layer, attention-only HookedTransformer, no LayerNorm.",
+                      summary="Two-layer, one-head-per-layer, attention-only transformer, no LayerNorm.",
                       build=lazy(f"{_HERE}.model:build_model"))]
 
 

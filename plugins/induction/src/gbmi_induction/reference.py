@@ -20,7 +20,7 @@ SHIPPED = ShippedModels(TASK, pathlib.Path(__file__).parent / "reference",
 
 
 def load_reference_model(name: str = "induction_6_seed_0.npz"):
-    """A shipped model as a HookedTransformer (checked against the hashes in its header)."""
+    """A shipped model as a TransformerLens model of the installed version (checked against the hashes in its header)."""
     from .plugin import task_spec
 
     return SHIPPED.load(task_spec(), name)

@@ -1,6 +1,6 @@
 """Pictures of the Max-of-K mechanism (the paper's figures), for ``gbmi explain max-of-k``.
 
-Each function takes a model (any HookedTransformer the proofs accept) and returns a matplotlib ``Figure``
+Each function takes a model (any TransformerLens model the proofs accept) and returns a matplotlib ``Figure``
 (no pyplot state: safe in scripts, servers and notebooks alike).  The ones about a proof also take the
 registry's strategy and draw its certificate and what verification proved.
 """

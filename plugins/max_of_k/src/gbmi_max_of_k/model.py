@@ -1,4 +1,4 @@
-"""The Max-of-K model: a one-layer, one-head, attention-only HookedTransformer, and its paths.
+"""The Max-of-K model: a one-layer, one-head, attention-only TransformerLens model, and its paths.
 
 A model is accepted by the proofs only when it has exactly the architecture the proofs assume; anything
 else (an MLP, LayerNorm, several heads or layers, nonzero biases, NaN/inf weights, ...) is refused with a
@@ -18,7 +18,7 @@ from .config import MaxOfKConfig
 
 
 def build_model(config: MaxOfKConfig):
-    """A fresh HookedTransformer for ``config``, initialised from ``config.seed``, biases frozen at 0."""
+    """A fresh model (of the installed TransformerLens) for ``config``, initialised from ``config.seed``, biases frozen at 0."""
     return build_attention_only(n_layers=1, d_model=config.d_model, d_head=config.d_model, d_vocab=config.V,
                                 n_ctx=config.K, seed=config.seed)
 
@@ -29,7 +29,7 @@ def label(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def check_model(model) -> None:
-    """Raise :class:`ModelRefused` unless ``model`` is a HookedTransformer the Max-of-K proofs handle."""
+    """Raise :class:`ModelRefused` unless ``model`` is a TransformerLens model the Max-of-K proofs handle."""
     check_attention_only(model, n_layers=1, n_heads=1, what="Max-of-K")
     weights = Weights.of(model)
     for name in ("b_Q", "b_K", "b_V", "b_O", "b_U"):

@@ -20,7 +20,7 @@ REFERENCE_DIR = SHIPPED.directory
 
 
 def load_reference_model(name: str = "max_of_4_seed_123.npz"):
-    """The shipped model as a HookedTransformer (checked against the hashes in its header)."""
+    """The shipped model as a TransformerLens model of the installed version (checked against the hashes in its header)."""
     from .plugin import task_spec
 
     return SHIPPED.load(task_spec(), name)
