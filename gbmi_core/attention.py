@@ -106,7 +106,7 @@ def attention_only_problems(model: Any, n_layers: int | None = None, n_heads: in
         problems.append("it uses grouped-query attention")
     if problems:
         return problems
-    for name, tensor in lens.canonical_state(model).items():
+    for name, tensor in lens.canonical_state(model, cfg).items():
         if tensor.dtype.is_floating_point and not torch.isfinite(tensor).all() and not name.endswith(".IGNORE"):
             problems.append(f"weight {name} holds NaN or infinite values")
     return problems

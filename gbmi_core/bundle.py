@@ -79,7 +79,7 @@ def write_bundle(directory, strategy, model, config, certificate, result, *, arc
     ``architecture``: for an imported model, the canonical config fields (gbmi_core.lens) it is rebuilt from (its
     task's ``build_model(config)`` may not reproduce it).  Every bundle records its model's architecture
     (the attention scale and its switch among it), covered by the model hash."""
-    from .imports import architecture_of
+    from .lens import architecture as architecture_of
     from .models import model_weights, weights_hash
 
     directory = pathlib.Path(directory)
@@ -157,7 +157,7 @@ def check(bundle, registry=None) -> CheckResult:
     that no installed plugin provides; every other problem is a disagreement, with its reason.
     """
     from .errors import CertificateRejected, ModelRefused
-    from .imports import architecture_of
+    from .lens import architecture as architecture_of
     from .models import load_weights, model_hash, weights_hash
     from .records import Certificate
     from .registry import get_registry

@@ -331,7 +331,8 @@ def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_js
     store = _store(ctx)
     architecture = None  # how to rebuild an imported model (for bundles)
     if model_path is not None:
-        from .imports import architecture_of, import_model
+        from . import lens
+        from .imports import import_model
 
         if seed is not None or preset or config_file or assignments:
             raise GbmiError("--model proves the model in the file: drop --seed, --preset, --config and --set")
@@ -339,7 +340,7 @@ def prove_cmd(ctx, task, seed, preset, config_file, assignments, patterns, as_js
                                    allow_pickle=allow_pickle)
         spec = registry.task(task)
         config = spec.config_from_model(model) if spec.config_from_model else None
-        architecture = architecture_of(model)
+        architecture = lens.architecture(model)
     else:
         model, _ = registry.train_or_load(task, config, store)
     results, refused = [], 0

@@ -238,10 +238,9 @@ def _bridge_layout(name: str, h: int, H: int) -> tuple[str, Any, Any] | None:
     if match is None:
         return None
     same = (lambda t: t, lambda t: t)
-    dense = _dense
     if match.group(6):
         return {"embed.W_E": ("embed.weight", *same), "pos_embed.W_pos": ("pos_embed.weight", *same),
-                "unembed.W_U": ("unembed.weight", lambda t: t.T, lambda t: dense(t.T)),
+                "unembed.W_U": ("unembed.weight", lambda t: t.T, lambda t: _dense(t.T)),
                 "unembed.b_U": ("unembed.bias", *same)}[match.group(6)]
     if match.group(4):
         return f"ln_final.{'weight' if match.group(5) == 'w' else 'bias'}", *same
@@ -249,18 +248,18 @@ def _bridge_layout(name: str, h: int, H: int) -> tuple[str, Any, Any] | None:
     if part in ("ln1", "ln2"):
         return f"{prefix}{part}.{'weight' if leaf == 'w' else 'bias'}", *same
     if part == "mlp":
-        return {"W_in": (f"{prefix}mlp.in.weight", lambda t: t.T, lambda t: dense(t.T)),
+        return {"W_in": (f"{prefix}mlp.in.weight", lambda t: t.T, lambda t: _dense(t.T)),
                 "b_in": (f"{prefix}mlp.in.bias", *same),
-                "W_out": (f"{prefix}mlp.out.weight", lambda t: t.T, lambda t: dense(t.T)),
+                "W_out": (f"{prefix}mlp.out.weight", lambda t: t.T, lambda t: _dense(t.T)),
                 "b_out": (f"{prefix}mlp.out.bias", *same)}.get(leaf)
     if leaf in ("W_Q", "W_K", "W_V"):  # [h, D, H] <-> Linear weight [h*H, D]
         return (f"{prefix}attn.{leaf[-1].lower()}.weight",
                 lambda t: t.permute(0, 2, 1).reshape(h * H, -1),
-                lambda t: dense(t.reshape(h, H, -1).permute(0, 2, 1)))
+                lambda t: _dense(t.reshape(h, H, -1).permute(0, 2, 1)))
     if leaf in ("b_Q", "b_K", "b_V"):
         return f"{prefix}attn.{leaf[-1].lower()}.bias", lambda t: t.reshape(-1), lambda t: t.reshape(h, H)
     if leaf == "W_O":  # [h, H, D] <-> Linear weight [D, h*H]
-        return f"{prefix}attn.o.weight", lambda t: t.reshape(h * H, -1).T, lambda t: dense(t.T).reshape(h, H, -1)
+        return f"{prefix}attn.o.weight", lambda t: t.reshape(h * H, -1).T, lambda t: _dense(t.T).reshape(h, H, -1)
     if leaf == "b_O":
         return f"{prefix}attn.o.bias", *same
     return None
@@ -331,15 +330,12 @@ def check_state(arch: Mapping[str, Any], state: Mapping[str, Any]) -> None:
             raise ModelRefused(f"weight {name} has dtype {state[name].dtype}, not a floating-point type")
 
 
-def canonical_state(model: Any) -> dict[str, Any]:
-    """A TransformerLens model's weights in the canonical form (detached; buffers of 3.9 included)."""
-    which = kind(model)
-    if which is None:
-        raise ModelRefused(f"gbmi takes a TransformerLens HookedTransformer or TransformerBridge, "
-                           f"not a {type(model).__name__}")
+def canonical_state(model: Any, arch: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A TransformerLens model's weights in the canonical form (detached; buffers of 3.9 included).
+    ``arch`` is the model's :func:`architecture`, for a caller that has it already."""
+    arch = architecture(model) if arch is None else arch  # refuses anything but a TransformerLens model
     state = {name: value.detach() for name, value in model.state_dict().items()}
-    arch = architecture(model)
-    if which == "hooked":
+    if kind(model) == "hooked":
         out = {name: state[name] for name in shapes(arch) if name in state}
         out.update(_buffers(arch))
         return out
@@ -462,7 +458,8 @@ class Weights(Mapping):
 
     @classmethod
     def of(cls, model: Any) -> "Weights":
-        return cls(canonical_state(model), architecture(model))
+        arch = architecture(model)
+        return cls(canonical_state(model, arch), arch)
 
     def __getitem__(self, name: str):
         return self.state[name]

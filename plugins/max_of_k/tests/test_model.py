@@ -97,7 +97,8 @@ def test_the_model_hash_covers_the_attention_scale(tmp_path, reference_model):
     import numpy as np
 
     import gbmi_core
-    from gbmi_core.imports import architecture_of, import_model
+    from gbmi_core.imports import import_model
+    from gbmi_core.lens import architecture as architecture_of
     from gbmi_core.models import model_weights
 
     weights = model_weights(reference_model)

@@ -102,8 +102,8 @@ def _save_plain(path, **changes):
     arch = {**dict(n_layers=1, n_heads=1, d_model=8, d_head=8, d_vocab=6, d_vocab_out=6, n_ctx=3, attn_only=True,
                    normalization_type=None, act_fn=None), **changes}
     model = lens.build(arch, seed=1)
-    torch.save({k: v for k, v in lens.canonical_state(model).items() if "." in k and not k.endswith(("mask", "IGNORE"))},
-               path)
+    parameters = lens.shapes(lens.architecture(model))
+    torch.save({k: v for k, v in lens.canonical_state(model).items() if k in parameters}, path)
     return path
 
 
