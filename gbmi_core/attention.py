@@ -7,6 +7,8 @@ Two tasks' proofs need the same pieces, so they live here:
   :class:`~gbmi_core.ModelRefused`).
 * :func:`attention_only_weights` reads such a model's weights, every layer's head 0, biases included, as
   float64 tensors (float32 to float64 is exact, so proofs start from the exact weights).
+* :func:`fold_biases` turns a model with biases into one without that computes the same function (a
+  constant residual direction carries them), so a proof written for bias-free models proves biased ones.
 * :func:`softmax_weight_lower` and :func:`mixture_bounds` are the two certified inequalities behind
   every attention argument: "this key gets at least this much attention", and "an average that puts at
   least this much weight on one term lies between these bounds".  Both take and return plain float64
@@ -65,6 +67,51 @@ class AttentionOnly:
     def embed(self) -> torch.Tensor:
         """Token plus position embedding of every (token, position).  ``[V, n, D]``"""
         return self.W_E[:, None, :] + self.W_pos[None, :, :]
+
+    def has_biases(self) -> bool:
+        """Whether any bias is nonzero (``-0.0`` counts as zero)."""
+        biases = [self.b_U] + [b for layer in self.layers for b in (layer.b_Q, layer.b_K, layer.b_V, layer.b_O)]
+        return any(bool((b != 0).any()) for b in biases)
+
+
+def fold_biases(w: AttentionOnly) -> AttentionOnly:
+    """The same function with every bias zero: biases become weights of one constant residual direction.
+
+    The residual stream gets one more dimension ``c`` (index ``D``), 1 at every position (``W_pos[:, c] =
+    1``, ``W_E[:, c] = 0``), and each head one more dimension ``h`` (index ``H``)::
+
+        W_Q' = [[W_Q, 0], [b_Q, 0]]   W_K' = [[W_K, 0], [b_K, 0]]   W_V' = [[W_V, 0], [b_V, 1]]
+        W_O' = [[W_O, 0], [b_O, 0]]   W_U' = [[W_U], [b_U]]
+
+    so that ``x' W_Q' = [x W_Q + b_Q, 0]`` (likewise ``K``), ``x' W_V' = [x W_V + b_V, 1]``, and a head writes
+    ``[Σ a_i (x_i W_V + b_V) W_O + (Σ a_i) b_O, 0]``: attention sums to 1, so this is the biased head's output,
+    and ``c`` stays 1 through every layer (no head writes it).  The unembedding reads ``c`` as ``b_U``.  In
+    exact arithmetic the folded model's logits are the biased model's, for every input; every new entry is a
+    copy of a stored value, 0 or 1, so nothing is rounded.  Proofs about the folded model are proofs about the
+    biased one.  Cost: ``D + 1`` and ``H + 1`` in every path product.
+    """
+    dtype = w.W_E.dtype
+
+    def grow(M: torch.Tensor, rows: int = 0, cols: int = 0) -> torch.Tensor:
+        out = torch.zeros(M.shape[0] + rows, M.shape[1] + cols, dtype=dtype)
+        out[: M.shape[0], : M.shape[1]] = M
+        return out
+
+    W_pos = grow(w.W_pos, cols=1)
+    W_pos[:, -1] = 1
+    layers = []
+    for layer in w.layers:
+        Q, K, Vw, O = grow(layer.W_Q, 1, 1), grow(layer.W_K, 1, 1), grow(layer.W_V, 1, 1), grow(layer.W_O, 1, 1)
+        Q[-1, :-1], K[-1, :-1], Vw[-1, :-1], O[-1, :-1] = layer.b_Q, layer.b_K, layer.b_V, layer.b_O
+        Vw[-1, -1] = 1
+        H, D = Q.shape[1], O.shape[1]
+        layers.append(Layer(W_Q=Q, W_K=K, W_V=Vw, W_O=O, b_Q=torch.zeros(H, dtype=dtype),
+                            b_K=torch.zeros(H, dtype=dtype), b_V=torch.zeros(H, dtype=dtype),
+                            b_O=torch.zeros(D, dtype=dtype), attn_scale=layer.attn_scale))
+    W_U = grow(w.W_U, rows=1)
+    W_U[-1] = w.b_U
+    return AttentionOnly(W_E=grow(w.W_E, cols=1), W_pos=W_pos, layers=tuple(layers), W_U=W_U,
+                         b_U=torch.zeros_like(w.b_U))
 
 
 def attention_only_problems(model: Any, n_layers: int | None = None, n_heads: int = 1) -> list[str]:
@@ -183,5 +230,5 @@ def mixture_bounds(weight_lo: torch.Tensor, target_lo: torch.Tensor, target_hi: 
 
 
 __all__ = ["AttentionOnly", "Layer", "attention_only_problems", "attention_only_weights", "build_attention_only",
-           "check_attention_only",
+           "check_attention_only", "fold_biases",
            "mixture_bounds", "softmax_weight_lower"]

@@ -137,7 +137,8 @@ class StrategySpec:
     tables show by default; ``search_version`` tells cached certificates of an older search apart;
     ``unexplained_dimension(model) -> int`` is the parameter-count estimate of what the proof leaves
     unexplained; ``certificate`` (a :class:`~gbmi_core.schema.CertificateSchema`) declares what search may
-    hand to verification.
+    hand to verification; ``dimensions(model) -> dict`` names sizes the schema may use beyond the
+    model's TransformerLens config (``d_vocab``, ``d_model``, ...).
     """
 
     task: str = attrs.field(validator=_check_name)
@@ -156,6 +157,8 @@ class StrategySpec:
     #: What the certificate may hold (:mod:`gbmi_core.schema`); the core refuses anything else before
     #: ``verify`` sees it.  The default holds nothing: a strategy without a certificate.
     certificate: Any = attrs.field(factory=lambda: _empty_schema())
+    #: ``model -> {name: size}``: sizes the certificate schema may name beyond the model's config.
+    dimensions: Callable[[Any], Mapping[str, int]] | None = None
 
     @property
     def display_name(self) -> str:

@@ -107,8 +107,10 @@ class Strategy:
         :class:`CertificateRejected` naming the field that does not fit."""
         from .schema import model_dimensions, validate
 
-        arrays, attributes = validate(self.spec.certificate, certificate.arrays, certificate.attrs,
-                                      model_dimensions(model))
+        dims = model_dimensions(model)
+        if self.spec.dimensions is not None:
+            dims.update(self.spec.dimensions(model))
+        arrays, attributes = validate(self.spec.certificate, certificate.arrays, certificate.attrs, dims)
         return Certificate(certificate.strategy, certificate.model_hash, arrays, attributes)
 
     def prove(self, model: Any, store=None, *, certificate: Certificate | None = None) -> ProofResult:

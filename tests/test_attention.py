@@ -1,6 +1,8 @@
 """gbmi_core.attention: the certified attention bounds (against exact arithmetic) and the architecture checks."""
 
 import math
+
+import attrs
 from fractions import Fraction
 
 import pytest
@@ -97,3 +99,40 @@ def test_build_attention_only_freezes_every_bias_at_zero():
         is_bias = name.split(".")[-1].startswith("b_")
         assert (name in trainable) != is_bias, name
         assert not is_bias or not state[name].any(), name
+
+
+def _forward(w, tokens):
+    """An attention-only model's logits (every position), from :class:`AttentionOnly` weights, biases included."""
+    x = w.W_E[tokens] + w.W_pos[: tokens.shape[1]]
+    causal = torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool).tril()
+    for layer in w.layers:
+        q, k, v = x @ layer.W_Q + layer.b_Q, x @ layer.W_K + layer.b_K, x @ layer.W_V + layer.b_V
+        scores = (q @ k.transpose(-1, -2) / layer.attn_scale).masked_fill(~causal, float("-inf"))
+        x = x + scores.softmax(-1) @ v @ layer.W_O + layer.b_O
+    return x @ w.W_U + w.b_U
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_fold_biases_keeps_the_function_and_copies_every_value(n_layers):
+    from gbmi_core.attention import build_attention_only, fold_biases
+
+    model = build_attention_only(n_layers=n_layers, d_model=6, d_head=4, d_vocab=7, n_ctx=5, seed=n_layers)
+    g = torch.Generator().manual_seed(0)
+    with lens.editing(model) as w:
+        for name, value in w.items():
+            if name.rsplit(".", 1)[1].startswith("b_"):
+                value.copy_(torch.randn(value.shape, generator=g) * 3)
+    tokens = torch.randint(0, 7, (50, 5), generator=g)
+    biased = attention_only_weights(model)
+    assert biased.has_biases()
+    expected = model.double()(tokens)
+    torch.testing.assert_close(_forward(biased, tokens), expected, rtol=1e-10, atol=1e-10)  # the oracle is right
+    folded = fold_biases(biased)
+    assert not folded.has_biases()
+    assert folded.W_E.shape == (7, 7) and folded.layers[0].W_Q.shape == (7, 5) and folded.W_U.shape == (7, 7)
+    torch.testing.assert_close(_forward(folded, tokens), expected, rtol=1e-10, atol=1e-10)
+    old = torch.cat([t.reshape(-1) for t in (biased.W_E, biased.W_pos, biased.W_U, biased.b_U)]
+                    + [t.reshape(-1) for layer in biased.layers for t in attrs.astuple(layer)[:-1]])
+    new = torch.cat([t.reshape(-1) for t in (folded.W_E, folded.W_pos, folded.W_U)]
+                    + [t.reshape(-1) for layer in folded.layers for t in attrs.astuple(layer)[:4]])
+    assert set(new.tolist()) <= set(old.tolist()) | {0.0, 1.0}  # nothing computed, so nothing rounded

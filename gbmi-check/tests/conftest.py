@@ -19,7 +19,7 @@ def registry():
 def max_of_k_model(V, K, seed=0, kind="random", d_model=8):
     """Small Max-of-K models where rounding and ties bite: ``random``, ``sharp`` (scores ~1e3), ``tied``
     (two equal unembedding columns), ``hidden`` (two outputs tie though their columns differ), ``huge``
-    (embeddings and unembeddings of 1e8), ``trained`` (a few hundred steps)."""
+    (embeddings and unembeddings of 1e8), ``biased`` (every bias nonzero), ``trained`` (a few hundred steps)."""
     from gbmi_max_of_k.config import MaxOfKConfig
     from gbmi_max_of_k.model import build_model
 
@@ -45,6 +45,11 @@ def max_of_k_model(V, K, seed=0, kind="random", d_model=8):
         if kind == "huge":
             W_E.mul_(1e8)
             W_U.mul_(1e8)
+        if kind == "biased":
+            g = torch.Generator().manual_seed(seed)
+            for name, value in w.items():
+                if name.rsplit(".", 1)[1].startswith("b_"):
+                    value.copy_(torch.randn(value.shape, generator=g))
     return model, config
 
 

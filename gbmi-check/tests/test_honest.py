@@ -12,7 +12,8 @@ MAX_OF_K = [(V, K, seed, kind) for seed, (V, K, kind) in enumerate(
     [(5, 3, "random"), (6, 3, "sharp"), (6, 3, "tied"), (6, 3, "hidden"), (5, 3, "huge"), (6, 2, "random"),
      (4, 4, "random"), (7, 3, "sharp"), (5, 4, "tied"), (6, 3, "trained"), (8, 3, "trained"), (5, 3, "trained"),
      (6, 3, "random"), (7, 2, "sharp"), (6, 3, "huge"), (5, 3, "hidden"), (8, 2, "random"), (6, 4, "trained"),
-     (4, 3, "sharp"), (7, 3, "random"), (6, 3, "tied"), (5, 2, "hidden")])]
+     (4, 3, "sharp"), (7, 3, "random"), (6, 3, "tied"), (5, 2, "hidden"), (5, 3, "biased"), (6, 4, "biased"),
+     (7, 2, "biased")])]
 
 INDUCTION = [(d, n, seed, kind) for seed, (d, n, kind) in enumerate(
     [(5, 4, "random"), (5, 4, "sharp"), (5, 4, "biased"), (6, 4, "trained"), (6, 5, "random"), (5, 5, "biased"),

@@ -1,8 +1,9 @@
 """Max-of-K: the model, its path tables, exact evaluation of one input, and brute force.
 
 The task (from its definition, not from gbmi): an input is ``t ∈ [0, V)^K``; its label is ``m = max t``;
-the model is a one-layer, one-head, attention-only transformer without LayerNorm or biases, read at the
-last position.  With ``q = t_{K-1}`` and ``r_i = W_E[t_i] + W_pos[i]``:
+the model is a one-layer, one-head, attention-only transformer without LayerNorm, read at the last
+position.  Biases are first made weights of a constant residual direction (:func:`fold`), so below the
+model has none.  With ``q = t_{K-1}`` and ``r_i = W_E[t_i] + W_pos[i]``:
 
     s_i = (r_{K-1} W_Q)·(r_i W_K) / scale,   a = softmax(s),   logit[x] = r_{K-1} W_U[:, x] + Σ_i a_i r_i W_V W_O W_U[:, x]
 
@@ -43,8 +44,33 @@ class Model:
         return self.W_pos.shape[0]
 
 
+def fold(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, b_Q, b_K, b_V, b_O, b_U):
+    """Biases as weights: the residual stream gains a last coordinate equal to 1 at every position (a column
+    of ones in ``W_pos``, of zeros in ``W_E``), the head a last coordinate.  Its row in ``W_Q``, ``W_K``,
+    ``W_V`` is ``b_Q``, ``b_K``, ``b_V``, so ``q``, ``k``, ``v`` gain their biases; ``W_V`` maps the constant
+    to 1 in the head's last coordinate, whose row in ``W_O`` is ``b_O``: the head writes ``Σ_i a_i b_O =
+    b_O`` (attention sums to 1) and nothing in the constant coordinate, which ``W_U``'s last row ``b_U`` then
+    reads once.  Same logits for every input in real arithmetic; every entry is copied, so none is rounded.
+    Returns the seven weights of a bias-free model."""
+    D, H = W_Q.shape
+
+    def pad(a, rows, cols):
+        out = np.zeros((a.shape[0] + rows, a.shape[1] + cols))
+        out[: a.shape[0], : a.shape[1]] = a
+        return out
+
+    E, P = pad(W_E, 0, 1), pad(W_pos, 0, 1)
+    P[:, D] = 1.0
+    Q, K, Vm, O = pad(W_Q, 1, 1), pad(W_K, 1, 1), pad(W_V, 1, 1), pad(W_O, 1, 1)
+    Q[D, :H], K[D, :H], Vm[D, :H], O[H, :D] = b_Q, b_K, b_V, b_O
+    Vm[D, H] = 1.0
+    U = pad(W_U, 1, 0)
+    U[D] = b_U
+    return E, P, Q, K, Vm, O, U
+
+
 def load(b: Bundle) -> Model:
-    """The model of a Max-of-K bundle, refused unless it has the family's architecture and zero biases."""
+    """The model of a Max-of-K bundle, refused unless it has the family's architecture; biases are folded."""
     config, arch = b.claim.config, b.claim.architecture
     V, K, D = config.get("V"), config.get("K"), config.get("d_model")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (V, K, D)) or K < 2:
@@ -58,16 +84,19 @@ def load(b: Bundle) -> Model:
     extra = set(b.weights) - known
     if extra:
         raise Refused(f"the model has weights the proofs do not model: {', '.join(sorted(extra))}")
-    for name in ("b_Q", "b_K", "b_V", "b_O"):
-        full = f"blocks.0.attn.{name}"
-        if full in b.weights and b.weights[full].any():
-            raise Refused(f"bias {name} is nonzero (these proofs assume zero biases)")
-    if "unembed.b_U" in b.weights and b.weights["unembed.b_U"].any():
-        raise Refused("bias b_U is nonzero (these proofs assume zero biases)")
-    return Model(weight(b, "embed.W_E", (V, D)), weight(b, "pos_embed.W_pos", (K, D)),
-                 weight(b, "blocks.0.attn.W_Q", (1, D, H))[0], weight(b, "blocks.0.attn.W_K", (1, D, H))[0],
-                 weight(b, "blocks.0.attn.W_V", (1, D, H))[0], weight(b, "blocks.0.attn.W_O", (1, H, D))[0],
-                 weight(b, "unembed.W_U", (D, V)), attention_scale(arch, H))
+
+    def bias(name, shape):
+        return weight(b, name, shape) if name in b.weights else np.zeros(shape)
+
+    ws = [weight(b, "embed.W_E", (V, D)), weight(b, "pos_embed.W_pos", (K, D)),
+          weight(b, "blocks.0.attn.W_Q", (1, D, H))[0], weight(b, "blocks.0.attn.W_K", (1, D, H))[0],
+          weight(b, "blocks.0.attn.W_V", (1, D, H))[0], weight(b, "blocks.0.attn.W_O", (1, H, D))[0],
+          weight(b, "unembed.W_U", (D, V))]
+    biases = [bias("blocks.0.attn.b_Q", (1, H))[0], bias("blocks.0.attn.b_K", (1, H))[0],
+              bias("blocks.0.attn.b_V", (1, H))[0], bias("blocks.0.attn.b_O", (D,)), bias("unembed.b_U", (V,))]
+    if any(v.any() for v in biases):
+        ws = fold(*ws, *biases)
+    return Model(*ws, attention_scale(arch, H))
 
 
 def tables(M: Model) -> dict:

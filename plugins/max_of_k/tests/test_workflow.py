@@ -17,53 +17,9 @@ from gbmi_core.imports import ModelFileError, import_model, infer_architecture, 
 from gbmi_core.models import model_hash
 from gbmi_core.progress import LogProgress
 
-from .conftest import GBMI, gbmi
+from .conftest import GBMI, gbmi, save, their_model
 
 SUBCUBIC = "subcubic--eupu-max-diff-exact--attn-mean-query+diff--err-max-diff-exact"
-
-
-def their_model(d_head=8, seed=0, **changes):
-    """A Max-of-3-over-10-tokens model written by plain code of the installed TransformerLens, as a user would:
-    a ``HookedTransformer`` under 3.x, a ``TransformerBridge.boot_native`` under 4.x."""
-    fields = {**dict(n_layers=1, n_heads=1, d_model=16, d_head=d_head, d_vocab=10, d_vocab_out=10, n_ctx=3,
-                     attn_only=True, normalization_type=None, act_fn=None, seed=seed), **changes}
-    if lens.version()[0] < 4:
-        from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-        model = HookedTransformer(HookedTransformerConfig(device="cpu", **fields))
-        with torch.no_grad():
-            for name, parameter in model.named_parameters():
-                if name.rsplit(".", 1)[-1].startswith("b_"):
-                    parameter.zero_()
-            model.blocks[0].attn.W_K.mul_(3.0)  # make it attend somewhat
-    else:
-        from transformer_lens.model_bridge import TransformerBridge
-
-        model = TransformerBridge.boot_native(fields)
-        with torch.no_grad():
-            for name, tensor in model.state_dict(keep_vars=True).items():
-                if name.endswith(".bias"):
-                    tensor.zero_()
-            model.blocks[0].attn.k.weight.mul_(3.0)
-    return model
-
-
-def save(model, path):
-    """Save a state dict as a user of the installed TransformerLens would, with the config beside it under
-    4.x (a bridge's state dict does not say its head layout)."""
-    path = str(path)
-    if path.endswith(".safetensors"):
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-    elif path.endswith(".npz"):
-        np.savez(path, **{k: v.numpy() for k, v in model.state_dict().items()})
-    else:
-        torch.save(model.state_dict(), path)
-    if lens.version()[0] >= 4:
-        with open(path + ".json", "w") as handle:
-            json.dump(model.cfg.to_dict(), handle, default=str)
-    return path
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors", ".npz"])

@@ -21,7 +21,8 @@ class MaxOfKConfig:
     """One Max-of-K model: the task's size, the architecture's width, and how it is trained.
 
     The defaults are the paper's Max-of-4: V=64, K=4, d_model=d_head=32, one layer, one head,
-    attention-only, no LayerNorm, learned absolute positions, biases fixed at zero; AdamW (lr 1e-3,
+    attention-only, no LayerNorm, learned absolute positions, biases fixed at zero (as the paper trains
+    them; the proofs also take models with biases); AdamW (lr 1e-3,
     betas 0.9/0.999, weight decay 0.01), batch 128, 3000 steps, fresh random samples each step.
     """
 

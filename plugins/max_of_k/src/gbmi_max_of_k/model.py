@@ -1,8 +1,10 @@
 """The Max-of-K model: a one-layer, one-head, attention-only TransformerLens model, and its paths.
 
 A model is accepted by the proofs only when it has exactly the architecture the proofs assume; anything
-else (an MLP, LayerNorm, several heads or layers, nonzero biases, NaN/inf weights, ...) is refused with a
-:class:`~gbmi_core.ModelRefused` naming the reason.
+else (an MLP, LayerNorm, several heads or layers, NaN/inf weights, ...) is refused with a
+:class:`~gbmi_core.ModelRefused` naming the reason.  Biases are welcome: :func:`paths` folds them into one
+more residual direction (:func:`gbmi_core.attention.fold_biases`), so every strategy, written for the
+bias-free model of the paper, proves the biased model as it is.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ from __future__ import annotations
 import attrs
 import torch
 
-from gbmi_core import ModelRefused
 from gbmi_core.lens import Weights
-from gbmi_core.attention import attention_only_weights, build_attention_only, check_attention_only
+from gbmi_core.attention import attention_only_weights, build_attention_only, check_attention_only, fold_biases
 
 from .config import MaxOfKConfig
 
@@ -31,18 +32,14 @@ def label(tokens: torch.Tensor) -> torch.Tensor:
 def check_model(model) -> None:
     """Raise :class:`ModelRefused` unless ``model`` is a TransformerLens model the Max-of-K proofs handle."""
     check_attention_only(model, n_layers=1, n_heads=1, what="Max-of-K")
-    weights = Weights.of(model)
-    for name in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
-        value = getattr(weights, name)
-        if bool((value != 0).any()):
-            raise ModelRefused(f"model refused: bias {name} is nonzero (the proofs assume all biases are 0)")
 
 
 @attrs.frozen
 class Paths:
     """A checked model's weights in float64, with the derived path matrices of the proofs.
 
-    Shapes: ``V`` vocabulary, ``n`` = K positions, ``D`` = d_model, ``H`` = d_head.
+    Shapes: ``V`` vocabulary, ``n`` = K positions, ``D`` = d_model, ``H`` = d_head (each one more when the
+    model has biases: they are folded into a constant direction, see :func:`paths`).
     """
 
     W_E: torch.Tensor  # [V, D]
@@ -112,9 +109,18 @@ def interval_paths(P: Paths, certified: bool = True) -> dict:
 
 
 def paths(model, dtype=torch.float64) -> Paths:
-    """Extract a checked model's weights (layer 0, head 0) as :class:`Paths`."""
+    """Extract a checked model's weights (layer 0, head 0) as :class:`Paths`.
+
+    A model with any nonzero bias gets its biases folded into one more residual and head dimension
+    (:func:`~gbmi_core.attention.fold_biases`: the same function in exact arithmetic, every entry a stored
+    value), so ``EUPU`` carries ``b_U``, ``EQKE``/``EQKP`` carry ``b_Q`` and ``b_K`` (``b_K`` on the key
+    positions), ``PVOU`` carries ``b_V`` and ``b_O`` (attention sums to 1).  A bias-free model is read as it
+    is, so its proofs, counts and FLOPs do not change.
+    """
     check_model(model)
     w = attention_only_weights(model, dtype)
+    if w.has_biases():
+        w = fold_biases(w)
     layer = w.layers[0]
     return Paths(W_E=w.W_E, W_pos=w.W_pos, W_Q=layer.W_Q, W_K=layer.W_K, W_V=layer.W_V, W_O=layer.W_O, W_U=w.W_U,
                  attn_scale=layer.attn_scale)
@@ -127,13 +133,13 @@ def last_logits(model: Weights, tokens: torch.Tensor) -> torch.Tensor:
     only the last query, which makes training several times faster.  ``[batch, n] -> [batch, V]``
     """
     residual = model.W_E[tokens] + model.W_pos[: tokens.shape[1]]  # [batch, n, D]
-    q = residual[:, -1] @ model.W_Q[0, 0]  # [batch, H]
-    k = residual @ model.W_K[0, 0]  # [batch, n, H]
-    v = residual @ model.W_V[0, 0]  # [batch, n, H]
+    q = residual[:, -1] @ model.W_Q[0, 0] + model.b_Q[0, 0]  # [batch, H]
+    k = residual @ model.W_K[0, 0] + model.b_K[0, 0]  # [batch, n, H]
+    v = residual @ model.W_V[0, 0] + model.b_V[0, 0]  # [batch, n, H]
     scores = torch.einsum("bh,bnh->bn", q, k) / model.attn_scale[0]
     attention = scores.softmax(dim=-1)
-    head = torch.einsum("bn,bnh->bh", attention, v) @ model.W_O[0, 0]  # [batch, D]
-    return (residual[:, -1] + head) @ model.W_U
+    head = torch.einsum("bn,bnh->bh", attention, v) @ model.W_O[0, 0] + model.b_O[0]  # [batch, D]
+    return (residual[:, -1] + head) @ model.W_U + model.b_U
 
 
 def unexplained_dimension_brute_force(model) -> int:

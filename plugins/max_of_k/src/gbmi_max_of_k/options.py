@@ -103,11 +103,11 @@ SEARCH_VERSION = "2"
 
 def certificate_schema():
     """A subcubic certificate: the min-gap table (signed integers in ``[1, V]``), the seven directions (finite
-    floats; vocabulary- or model-sized) and, for ``mean_query+diff``, the split points ``ā[m, c]`` in ``[0, 1]``."""
+    floats; vocabulary- or residual-sized: ``d_path`` is ``d_model``, one more for a model with biases) and, for ``mean_query+diff``, the split points ``ā[m, c]`` in ``[0, 1]``."""
     from gbmi_core.schema import ArrayField, CertificateSchema
 
     vocab = ArrayField("float", ("d_vocab",))
-    model = ArrayField("float", ("d_model",))
+    model = ArrayField("float", ("d_path",))
     return CertificateSchema({
         "min_gap": ArrayField("int", ("d_vocab", "d_vocab", "n_ctx"), low=1, high="d_vocab"),
         "mean_attention": ArrayField("float", ("d_vocab", "n_ctx"), low=0.0, high=1.0, required=False),
@@ -115,6 +115,14 @@ def certificate_schema():
                                     "second_key_direction")},
         **{name: model for name in ("W_Q_direction", "W_K_direction", "W_EP_direction")},
     })
+
+
+def path_dimensions(model) -> dict:
+    """``d_path``: the width of the residual stream the proofs see (``d_model``, plus the constant direction
+    biases are folded into, see :func:`gbmi_max_of_k.model.paths`)."""
+    from gbmi_core.attention import attention_only_weights
+
+    return {"d_path": model.cfg.d_model + attention_only_weights(model).has_biases()}
 
 
 def strategy_specs(task: str, search, verify) -> list:
@@ -135,6 +143,7 @@ def strategy_specs(task: str, search, verify) -> list:
             short_name=options.short_name,
             search_version=SEARCH_VERSION,
             certificate=schema,
+            dimensions=path_dimensions,
         )
         for options in ALL_OPTIONS
     ]

@@ -37,7 +37,7 @@ def gbmi_tasks():
 @hookimpl
 def gbmi_models():
     return [ModelSpec(task=TASK, name="attn-only-1l1h",
-                      summary="One-layer, one-head, attention-only transformer, no LayerNorm, zero biases.",
+                      summary="One-layer, one-head, attention-only transformer, no LayerNorm (biases: any).",
                       build=lazy(f"{_HERE}.model:build_model"))]
 
 
