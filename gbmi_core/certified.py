@@ -18,9 +18,10 @@ The error model (``docs/certified.md`` says the same in prose):
   ``u = 2^-53``, ``η`` an underflow allowance (Higham, *Accuracy and Stability of Numerical Algorithms*,
   §3.1 and §2.2).  Products of intervals use midpoint-radius form (Rump, 1999): three real matrix
   products.  The radius's own rounding is covered by doubling ``γ`` and rounding it up once more.
-* **exp and log** from torch (SLEEF's 1-ulp kernels, or the C library's) are assumed to be within
-  :data:`ELEMENTARY_ULPS` ulps (relative error ``<= 4·2^-52``), plus ``η`` absolutely for subnormal results;
-  ``tests/test_certified.py`` checks this assumption against mpmath on random and edge-case inputs.
+* **exp, log, erf and tanh** from torch (SLEEF's 1-ulp kernels, or the C library's) are assumed to be
+  within :data:`ELEMENTARY_ULPS` ulps (relative error ``<= 4·2^-52``), plus ``η`` absolutely for subnormal
+  results; ``tests/test_certified.py`` checks this assumption against mpmath on random, dense-grid and
+  edge-case inputs.  ``sqrt`` is correctly rounded (IEEE 754), so one neighbour each way.
 * NaN never certifies anything: every ``certainly_*`` test is ``False`` on NaN.
 
 An interval made with ``certified=False`` is a plain float64 tensor in disguise (``lo is hi``, no
@@ -301,6 +302,36 @@ class Interval:
         if not self.certified:
             return self._point(self.lo.sqrt())
         return Interval(down(self.lo.sqrt()).clamp(min=0), up(self.hi.sqrt()))
+
+    def square(self) -> "Interval":
+        """``x^2``: ``[0, max]`` where the interval holds 0 (tighter than ``x * x``)."""
+        if not self.certified:
+            return self._point(self.lo * self.lo)
+        a, b = self.lo * self.lo, self.hi * self.hi
+        straddles = (self.lo <= 0) & (self.hi >= 0)
+        lo = torch.where(straddles, torch.zeros_like(a), down(torch.minimum(a, b)).clamp(min=0))
+        return Interval(lo, up(torch.maximum(a, b)))
+
+    def _increasing(self, fn: Callable[[torch.Tensor], torch.Tensor], low: float, high: float) -> "Interval":
+        """An increasing elementary function with values in ``[low, high]``, each end widened by
+        :data:`ELEMENTARY_ULPS` ulps of its value and ``η``."""
+        if not self.certified:
+            return self._point(fn(self.lo))
+        a, b = fn(self.lo), fn(self.hi)
+        return Interval(down(a - up(a.abs() * 2 * _REL_ELEMENTARY) - ETA).clamp(low, high),
+                        up(b + up(b.abs() * 2 * _REL_ELEMENTARY) + ETA).clamp(low, high))
+
+    def erf(self) -> "Interval":
+        """The error function (increasing, values in ``[-1, 1]``)."""
+        return self._increasing(torch.special.erf, -1.0, 1.0)
+
+    def tanh(self) -> "Interval":
+        """``tanh`` (increasing, values in ``[-1, 1]``)."""
+        return self._increasing(torch.tanh, -1.0, 1.0)
+
+    def relu(self) -> "Interval":
+        """``max(x, 0)``: exact, and increasing."""
+        return self.clamp(min=0.0)
 
     def sigmoid(self) -> "Interval":
         """``1 / (1 + exp(-x))``, increasing, so each end is evaluated rigorously on its own."""

@@ -30,8 +30,8 @@ import numpy as np
 from . import lens
 from .errors import GbmiError, ModelRefused
 
-#: The config fields a side-car JSON may give (others in it are ignored): :data:`gbmi_core.lens.FIELDS`.
-ARCHITECTURE_FIELDS = lens.FIELDS
+#: The config fields a side-car JSON may give (others in it are ignored): :data:`gbmi_core.lens.FIELDS` and ``eps``.
+ARCHITECTURE_FIELDS = lens.FIELDS + ("eps",)
 
 
 class ModelFileError(GbmiError, ValueError):

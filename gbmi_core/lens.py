@@ -121,6 +121,11 @@ def normalise(fields: Mapping[str, Any]) -> dict:
     for name in ("final_rms", "parallel_attn_mlp", "gated_mlp", "use_local_attn", "use_qk_norm",
                  "scale_attn_by_inverse_layer_idx"):
         out[name] = bool(out[name])
+    if out["normalization_type"] is not None:  # recorded only where it computes: other hashes do not move
+        eps = fields.get("eps", 1e-5)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+            raise LensError(f"LayerNorm eps {eps!r} is not a nonnegative number")
+        out["eps"] = float(eps)
     return out
 
 
@@ -145,7 +150,7 @@ def architecture(model: Any) -> dict:
                            f"not a {type(model).__name__}")
     cfg = model.cfg
     raw = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
-    fields = {name: raw.get(name) for name in FIELDS if name in raw}
+    fields = {name: raw.get(name) for name in FIELDS + ("eps",) if name in raw}
     if which == "hooked":
         scales = [float(block.attn.attn_scale) for block in model.blocks]  # layer factor included
     else:

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gbmi_core.certified import Interval, check_floating_point, down, gamma, matmul, up
+from gbmi_core.certified import ELEMENTARY_ULPS, Interval, check_floating_point, down, gamma, matmul, up
 
 mpmath.mp.prec = 300
 
@@ -128,7 +128,7 @@ def test_exp_matches_the_assumed_ulp_bound_on_a_dense_grid():
         exact = mpmath.exp(mpmath.mpf(x))
         if y > 2.0**-1022:
             worst = max(worst, abs(mpmath.mpf(y) - exact) / exact)
-    assert worst <= 2 * 2.0**-52  # observed; the model assumes 4 ulps
+    assert worst <= ELEMENTARY_ULPS * 2.0**-52  # the assumption (observed: at most 2 ulps, thread count aside)
 
 
 @settings(max_examples=150, deadline=None)
@@ -194,3 +194,28 @@ def test_sorting_reads_nan_as_unknown():
     bounds = Interval.between(torch.tensor([float("nan"), 5.0], dtype=f64), torch.tensor([float("nan"), 6.0], dtype=f64))
     ordered = bounds.sort()
     assert ordered.lo.tolist() == [float("-inf"), 5.0] and ordered.hi.tolist() == [6.0, float("inf")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(lo=st.floats(-40, 40, allow_nan=False), width=st.sampled_from([0.0, 1e-12, 0.3, 5.0]))
+def test_square_erf_tanh_enclose_mpmath(lo, width):
+    t = Interval(torch.tensor([lo], dtype=torch.float64), torch.tensor([lo + width], dtype=torch.float64))
+    for x in (lo, lo + width / 2, lo + width):
+        x = mpmath.mpf(x)
+        assert float(t.square().lo[0]) <= x * x <= float(t.square().hi[0])
+        assert float(t.erf().lo[0]) <= mpmath.erf(x) <= float(t.erf().hi[0])
+        assert float(t.tanh().lo[0]) <= mpmath.tanh(x) <= float(t.tanh().hi[0])
+
+
+@pytest.mark.parametrize("name", ["erf", "tanh"])
+def test_erf_and_tanh_match_the_assumed_ulp_bound_on_a_dense_grid(name):
+    """The evaluator's GELU enclosures rest on this: torch's float64 erf and tanh within ELEMENTARY_ULPS."""
+    xs = torch.cat([torch.linspace(-8, 8, 8_000, dtype=torch.float64), torch.logspace(-300, 1, 2_000, dtype=torch.float64)])
+    ys = (torch.special.erf if name == "erf" else torch.tanh)(xs)
+    f = mpmath.erf if name == "erf" else mpmath.tanh
+    worst = mpmath.mpf(0)
+    for x, y in zip(xs.tolist(), ys.tolist()):
+        exact = f(mpmath.mpf(x))
+        if abs(y) > 2.0**-1022:
+            worst = max(worst, abs(mpmath.mpf(y) - exact) / abs(exact))
+    assert worst <= ELEMENTARY_ULPS * 2.0**-52  # the assumption (observed: at most 2 ulps, thread count aside)

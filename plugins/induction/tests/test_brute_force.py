@@ -177,3 +177,18 @@ def test_the_screens_threshold_is_never_below_its_allowance():
     for allowance in np.random.default_rng(0).uniform(1e-9, 10, 2000).tolist() + [1e-30, 3.19867939263057]:
         assert float(_threshold(allowance, torch.float32)) >= allowance
         assert float(_threshold(allowance, torch.float64)) >= allowance
+
+
+@pytest.mark.parametrize("name", [name for name, _ in BATTERY])
+def test_the_core_generic_brute_force_agrees_exactly(truth, name):
+    """The core's brute force for any model (intervals, then arb balls) counts what ours counts."""
+    from gbmi_core.brute_force import count_correct
+
+    model = dict(BATTERY)[name]
+    X = all_inputs(5, 4)
+    correct, total, counts = count_correct(model, [(X, label(X))])
+    ours = brute_force(model)
+    assert total == ours.total_count
+    assert int((truth[name] == CORRECT).sum()) - counts["undecided"] <= correct <= int((truth[name] != WRONG).sum())
+    if counts["undecided"] == 0 and ours.extra["undecided"] == 0:
+        assert correct == ours.correct_count

@@ -85,3 +85,25 @@ def test_every_strategy_is_sound_on_biased_models(registry, V, K, seed, size, sh
     for strategy in registry.strategies("max-of-k"):
         result = strategy.prove(model)
         assert result.correct_count <= exact.correct_count, strategy.name
+
+
+@pytest.mark.parametrize("V, K, seed, kind", [(5, 3, 0, "random"), (6, 3, 1, "sharp"), (5, 4, 2, "biased"),
+                                              (6, 2, 3, "tied"), (7, 3, 4, "trained")])
+def test_the_core_generic_brute_force_agrees_exactly(V, K, seed, kind):
+    """The core's brute force for any model (intervals, then arb balls) counts what ours counts."""
+    from gbmi_core.brute_force import count_correct
+
+    if kind == "trained":
+        from .conftest import trained_model
+
+        model = trained_model(V, K, seed=seed % 3)
+    else:
+        model = small_model(V, K, seed=seed, qk_scale=10.0 if kind == "sharp" else 1.0)
+        if kind == "biased":
+            with_biases(model, seed=seed)
+        if kind == "tied":
+            with lens.editing(model) as w:
+                w["unembed.W_U"][:, 1] = w["unembed.W_U"][:, 2]
+    tokens = torch.cartesian_prod(*[torch.arange(V)] * K).reshape(-1, K)
+    correct, total, counts = count_correct(model, [(tokens, tokens.max(-1).values)])
+    assert (correct, total) == (brute_force(model).correct_count, V**K) and counts["undecided"] == 0
