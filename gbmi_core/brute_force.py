@@ -1,7 +1,8 @@
 """A certified brute force for any task with a finite, enumerable input space, on any model the certified
 evaluator takes (:mod:`gbmi_core.evaluate`: layers, heads, MLPs, LayerNorm, biases).
 
-A task registers it in one line, from its ``gbmi_strategies`` hook::
+A task registers it in one line, from its ``gbmi_proof_strategies`` hook (importing this module imports no
+torch, so listing strategies stays fast)::
 
     brute_force_strategy("my-task", batches=lambda model: my_batches(model.cfg), count=lambda model: ...)
 
@@ -16,16 +17,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-import torch
-
-from .evaluate import Exact, Network, decide
 from .records import Bound, StrategySpec
 
 #: Elements of the largest interval tensor a chunk may make (about 64 MiB per end).
 CHUNK_ELEMENTS = 1 << 23
 
 
-def chunk_rows(net: Network, n: int) -> int:
+def chunk_rows(net, n: int) -> int:
     """How many inputs of length ``n`` one chunk evaluates within :data:`CHUNK_ELEMENTS`."""
     a = net.arch
     widest = max(a["n_heads"] * n * n * n, n * a["d_model"] * a["n_heads"], n * a["d_mlp"] * (not a["attn_only"]),
@@ -33,9 +31,14 @@ def chunk_rows(net: Network, n: int) -> int:
     return max(1, CHUNK_ELEMENTS // widest)
 
 
-def count_correct(model: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], certified: bool = True,
+def count_correct(model: Any, batches: Iterable, certified: bool = True,
                   progress: Callable[[int], None] | None = None) -> tuple[int, int, dict]:
-    """``(correct, total, counts)`` over every ``(tokens, labels)`` batch; ``counts`` says how each was decided."""
+    """``(correct, total, counts)`` over every ``(tokens [b, n], labels [b])`` batch; ``counts`` says how
+    each was decided."""
+    import torch
+
+    from .evaluate import Exact, Network, decide
+
     net = Network.of(model)
     exact = Exact(net)
     correct = total = 0
@@ -57,8 +60,8 @@ def count_correct(model: Any, batches: Iterable[tuple[torch.Tensor, torch.Tensor
     return correct, total, counts
 
 
-def brute_force_strategy(task: str, batches: Callable[[Any], Iterable[tuple[torch.Tensor, torch.Tensor]]],
-                         count: Callable[[Any], int], *, name: str = "brute-force",
+def brute_force_strategy(task: str, batches: Callable[[Any], Iterable], count: Callable[[Any], int], *,
+                         name: str = "brute-force",
                          summary: str = "Evaluate every input in certified arithmetic (intervals, then arb "
                                         "balls for the rest).") -> StrategySpec:
     """A :class:`~gbmi_core.StrategySpec` that counts the correct inputs of ``task`` exactly (see module)."""
@@ -71,6 +74,8 @@ def brute_force_strategy(task: str, batches: Callable[[Any], Iterable[tuple[torc
         return Bound(correct, total, extra=counts, certified=True)
 
     def unexplained(model) -> int:  # every input's every logit, as the paper counts brute force
+        from .evaluate import Network
+
         return count(model) * Network.of(model).arch["d_vocab_out"]
 
     return StrategySpec(task=task, name=name, summary=summary, complexity="O(inputs · forward)", verify=verify,

@@ -158,3 +158,18 @@ def with_overrides(config: T, overrides: Mapping[str, Any]) -> T:
     data = unstructure(config)
     data.update(overrides)
     return structure(type(config), data)
+
+
+# -- validators every task's config uses ---------------------------------------------------------------
+
+def positive(instance, attribute, value) -> None:
+    """An attrs validator: the field must be positive (a learning rate, a width)."""
+    if value <= 0:
+        raise ValueError(f"'{attribute.name}' must be positive (got {value})")
+
+
+def adam_betas(instance, attribute, value) -> None:
+    """An attrs validator: Adam's two betas, each in ``[0, 1)``."""
+    if len(value) != 2 or not all(0.0 <= b < 1.0 for b in value):
+        raise ValueError(f"'{attribute.name}' must be two numbers in [0, 1) (got {list(value)})")
+

@@ -88,3 +88,34 @@ def claimed(path) -> int:
 
     with np.load(path, allow_pickle=False) as data:
         return json.loads(str(data["__bundle__"]))["claimed"]["correct_count"]
+
+
+def modular_model(p, kind="random", seed=0, **fields):
+    """Small modular-addition models: ``random`` (every weight and bias, ReLU MLP), ``ln-gelu`` (LayerNorm and
+    GELU), ``lnpre-gelu-new`` (two layers), ``pizza`` (no '=' token, uniform attention), ``trained``."""
+    from gbmi_modular_arithmetic.config import ModularConfig
+    from gbmi_modular_arithmetic.model import build_model
+
+    config = ModularConfig(p=p, d_model=16, n_heads=2, d_head=8, d_mlp=24, seed=seed, steps=200, lr=3e-3,
+                           train_fraction=0.7, eq_token=kind != "pizza",
+                           attention="uniform" if kind == "pizza" else "learned")
+    if kind == "trained":
+        from gbmi_modular_arithmetic.train import train
+
+        return train(config, progress=False).model, config
+    if kind in ("ln-gelu", "lnpre-gelu-new"):
+        arch = {"n_layers": 1 if kind == "ln-gelu" else 2, "n_heads": 2, "d_model": 16, "d_head": 8, "d_mlp": 24,
+                "d_vocab": p + 1, "d_vocab_out": p, "n_ctx": 3, "attn_only": False,
+                "act_fn": "gelu" if kind == "ln-gelu" else "gelu_new",
+                "normalization_type": "LN" if kind == "ln-gelu" else "LNPre", "positional_embedding_type": "standard"}
+        model = lens.build(arch, seed=seed)
+    else:
+        model = build_model(config)
+    g = torch.Generator().manual_seed(seed)
+    with lens.editing(model) as w:
+        for name, value in w.items():
+            if value.dtype.is_floating_point and not name.endswith("IGNORE") and value.requires_grad is not None:
+                if kind == "pizza" and ("W_Q" in name or "W_K" in name or "b_Q" in name or "b_K" in name):
+                    continue
+                value.add_(torch.randn(value.shape, generator=g) * 0.3)
+    return model, config

@@ -15,7 +15,7 @@ from gbmi_core.bundle import certificate_hash, claim_hashes
 from gbmi_core.errors import GbmiError
 from gbmi_core.models import identity_hash, weights_hash
 
-from .conftest import bundle, induction_model, max_of_k_model
+from .conftest import bundle, induction_model, max_of_k_model, modular_model
 
 SUB = "subcubic--eupu-max-diff-exact--attn-mean-query+diff--err-max-diff"
 
@@ -53,14 +53,16 @@ def world(registry, tmp_path_factory):
     a, config = max_of_k_model(6, 3, seed=5, kind="trained")
     b, _ = max_of_k_model(6, 3, seed=6, kind="random")
     h, hconfig = induction_model(5, 4, seed=3, kind="random")
+    m, mconfig = modular_model(5, "random", seed=1)
     made = {}
     for name in ("brute-force", "cubic", SUB):
         made["A", name] = bundle(registry, folder / "A", "max-of-k", name, a, config)
         made["B", name] = bundle(registry, folder / "B", "max-of-k", name, b, config)
     for name in ("brute-force", "pair-bounds"):
         made["I", name] = bundle(registry, folder / "I", "induction", name, h, hconfig)
-    truth = {key: _load(made[key, "brute-force"])[0]["claimed"]["correct_count"] for key in "ABI"}
-    assert truth["B"] < truth["A"] < 216 and truth["I"] < 120  # over-claims are possible
+    made["M", "brute-force"] = bundle(registry, folder / "M", "modular-arithmetic", "brute-force", m, mconfig)
+    truth = {key: _load(made[key, "brute-force"])[0]["claimed"]["correct_count"] for key in "ABIM"}
+    assert truth["B"] < truth["A"] < 216 and truth["I"] < 120 and truth["M"] < 25  # over-claims are possible
     return made, truth
 
 
@@ -133,6 +135,12 @@ FORGERIES = {
         [a.update({k: np.full(v.shape, 2**63, dtype=np.uint64)}) for k, v in list(a.items()) if k.startswith("certificate/")],
         _claim(h, t + 1))),
     "induction-weights-nan": ("I", "brute-force", lambda h, a, t: a["weights/embed.W_E"].__setitem__((1, 1), np.nan)),
+    # modular addition
+    "modular-claim-plus-one": ("M", "brute-force", lambda h, a, t: _claim(h, t + 1)),
+    "modular-activation-swapped": ("M", "brute-force", lambda h, a, t: (h["architecture"].update(act_fn="silu"),
+                                                                      _claim(h, t))),
+    "modular-extra-weight": ("M", "brute-force", lambda h, a, t: (a.update({"weights/blocks.0.ln1.w": np.ones(16)}),
+                                                                _claim(h, t + 1))),
 }
 
 

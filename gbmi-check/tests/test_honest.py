@@ -6,7 +6,7 @@ import pytest
 
 import gbmi_check
 
-from .conftest import bundle, claimed, induction_model, max_of_k_model
+from .conftest import bundle, claimed, induction_model, max_of_k_model, modular_model
 
 MAX_OF_K = [(V, K, seed, kind) for seed, (V, K, kind) in enumerate(
     [(5, 3, "random"), (6, 3, "sharp"), (6, 3, "tied"), (6, 3, "hidden"), (5, 3, "huge"), (6, 2, "random"),
@@ -67,3 +67,12 @@ def test_every_strategy_of_the_shipped_induction_6_model_agrees(registry, tmp_pa
     model = load_reference_model()
     for strategy in registry.strategies("induction"):
         _agree(bundle(registry, tmp_path, "induction", strategy.name, model, InductionConfig()))
+
+
+@pytest.mark.parametrize("p, kind, seed", [(5, "random", 0), (7, "pizza", 1), (5, "ln-gelu", 2),
+                                           (5, "lnpre-gelu-new", 3), (7, "trained", 4)])
+def test_modular_bundles_agree(registry, tmp_path, p, kind, seed):
+    model, config = modular_model(p, kind, seed)
+    path = bundle(registry, tmp_path, "modular-arithmetic", "brute-force", model, config)
+    verdict = _agree(path)
+    assert verdict.proved == claimed(path)  # two exact counts, independently

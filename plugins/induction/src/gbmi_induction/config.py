@@ -5,10 +5,7 @@ from __future__ import annotations
 import attrs
 from attrs import validators as v
 
-
-def _positive(instance, attribute, value):
-    if value <= 0:
-        raise ValueError(f"'{attribute.name}' must be positive (got {value})")
+from gbmi_core.config import positive
 
 
 def _fits(instance, attribute, value):
@@ -33,7 +30,7 @@ class InductionConfig:
     seed: int = attrs.field(default=0, validator=[v.instance_of(int), v.ge(0)])
     steps: int = attrs.field(default=6000, validator=[v.instance_of(int), v.ge(0)])
     batch_size: int = attrs.field(default=256, validator=[v.instance_of(int), v.ge(1)])
-    lr: float = attrs.field(default=5e-3, validator=_positive)
+    lr: float = attrs.field(default=5e-3, validator=positive)
     weight_decay: float = attrs.field(default=1e-4, validator=v.ge(0.0))
     eval_samples: int = attrs.field(default=20000, validator=[v.instance_of(int), v.ge(1)])
 

@@ -5,15 +5,7 @@ from __future__ import annotations
 import attrs
 from attrs import validators as v
 
-
-def _positive(instance, attribute, value):
-    if value <= 0:
-        raise ValueError(f"'{attribute.name}' must be positive (got {value})")
-
-
-def _betas(instance, attribute, value):
-    if len(value) != 2 or not all(0.0 <= b < 1.0 for b in value):
-        raise ValueError(f"'betas' must be two numbers in [0, 1) (got {list(value)})")
+from gbmi_core.config import adam_betas, positive
 
 
 @attrs.frozen
@@ -32,8 +24,8 @@ class MaxOfKConfig:
     seed: int = attrs.field(default=123, validator=[v.instance_of(int), v.ge(0)])
     steps: int = attrs.field(default=3000, validator=[v.instance_of(int), v.ge(0)])
     batch_size: int = attrs.field(default=128, validator=[v.instance_of(int), v.ge(1)])
-    lr: float = attrs.field(default=1e-3, validator=_positive)
-    betas: tuple[float, float] = attrs.field(default=(0.9, 0.999), validator=_betas)
+    lr: float = attrs.field(default=1e-3, validator=positive)
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.999), validator=adam_betas)
     weight_decay: float = attrs.field(default=0.01, validator=v.ge(0.0))
     eval_samples: int = attrs.field(default=1024, validator=[v.instance_of(int), v.ge(1)])
 

@@ -1,0 +1,128 @@
+"""Modular addition: the task, its models, deterministic training, and the certified brute force."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import gbmi_core
+from gbmi_core import ModelRefused, lens
+from gbmi_modular_arithmetic.config import PRESETS, ModularConfig
+from gbmi_modular_arithmetic.model import build_model, check_model, last_logits, pairs, tokens_of
+from gbmi_modular_arithmetic.train import split, train
+
+GBMI = os.path.join(os.path.dirname(sys.executable), "gbmi")
+TINY = ModularConfig(p=7, d_model=16, n_heads=2, d_head=8, d_mlp=24, train_fraction=0.6, lr=3e-3, steps=150)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return gbmi_core.get_registry()
+
+
+def forward_correct(model, p, eq_token=True):
+    """``(right, near ties)``: what the TransformerLens model's own float32 forward gets right, and how many
+    inputs have a margin too small (1e-4) for float32 to be trusted on them."""
+    ab = pairs(p)
+    with torch.no_grad():
+        logits = model(tokens_of(ab, p, eq_token))[:, -1]
+    answer = (ab[:, 0] + ab[:, 1]) % p
+    right = logits.gather(1, answer[:, None])[:, 0]
+    margin = right - logits.scatter(1, answer[:, None], float("-inf")).amax(-1)
+    return int((margin > 0).sum()), int((margin.abs() < 1e-4).sum())
+
+
+def test_presets_and_plugin_discovery(registry):
+    assert registry.task("modular-arithmetic").name == "modular-arithmetic"
+    for name, overrides in PRESETS.items():
+        config = ModularConfig(**overrides)
+        assert config.d_vocab == config.p + config.eq_token and config.n_ctx == 2 + config.eq_token
+    assert ModularConfig(**PRESETS["pizza"]).attention == "uniform"
+    assert [s.name for s in registry.strategies("modular-arithmetic")] == ["brute-force"]
+
+
+def test_the_forward_used_in_training_is_the_models_own():
+    model = build_model(TINY)
+    tokens = tokens_of(pairs(7), 7, True)
+    torch.testing.assert_close(last_logits(lens.Weights.of(model), tokens), model(tokens)[:, -1].detach(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_training_is_deterministic_and_uniform_attention_stays_uniform():
+    first, second = train(TINY, progress=False), train(TINY, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(lens.canonical_state(first.model).values(),
+                                                  lens.canonical_state(second.model).values()))
+    assert first.metrics["steps"] <= 150 and 0 <= first.metrics["eval_accuracy"] <= 1
+    train_ab, test_ab = split(TINY)
+    assert len(train_ab) + len(test_ab) == 49 and len(train_ab) == round(0.6 * 49)
+    pizza = ModularConfig(p=7, eq_token=False, attention="uniform", d_model=16, n_heads=2, d_head=8, d_mlp=24,
+                          steps=30)
+    w = lens.Weights.of(train(pizza, progress=False).model)
+    assert not w.W_Q.any() and not w.W_K.any() and not w.b_Q.any()
+
+
+@pytest.mark.parametrize("eq_token", [True, False])
+def test_brute_force_counts_what_the_forward_counts(registry, eq_token):
+    config = ModularConfig(p=11, eq_token=eq_token, d_model=16, n_heads=2, d_head=8, d_mlp=32, seed=3)
+    model = build_model(config)
+    g = torch.Generator().manual_seed(0)
+    with lens.editing(model) as w:  # biases too, and a sharper attention
+        for name, value in w.items():
+            if value.dtype.is_floating_point and not name.endswith("IGNORE"):
+                value.add_(torch.randn(value.shape, generator=g) * 0.3)
+    bound = registry.strategy("modular-arithmetic", "brute-force").prove(model)
+    assert bound.certified and bound.total_count == 121
+    right, near = forward_correct(model, 11, eq_token)
+    assert abs(bound.correct_count - right) <= near and 0 < right < 121
+
+
+@pytest.mark.parametrize("fields", [{"normalization_type": "LN", "act_fn": "gelu"},
+                                    {"normalization_type": "LNPre", "act_fn": "gelu_new", "n_layers": 2}])
+def test_other_architectures_of_the_family_are_proved(registry, fields):
+    arch = {"n_layers": 1, "n_heads": 2, "d_model": 16, "d_head": 8, "d_mlp": 32, "d_vocab": 8, "d_vocab_out": 7,
+            "n_ctx": 3, "attn_only": False, "act_fn": "relu", "normalization_type": None,
+            "positional_embedding_type": "standard", **fields}
+    model = lens.build(arch, seed=1)
+    check_model(model)
+    bound = registry.strategy("modular-arithmetic", "brute-force").prove(model)
+    right, near = forward_correct(model, 7)
+    assert abs(bound.correct_count - right) <= near
+
+
+def test_models_that_do_not_fit_are_refused():
+    arch = {"n_layers": 1, "n_heads": 1, "d_model": 8, "d_head": 8, "d_mlp": 8, "d_vocab": 9, "d_vocab_out": 7,
+            "n_ctx": 3, "attn_only": False, "act_fn": "relu", "normalization_type": None,
+            "positional_embedding_type": "standard"}
+    with pytest.raises(ModelRefused, match="9 input tokens for 7 outputs"):
+        check_model(lens.build(arch, seed=0))
+    with pytest.raises(ModelRefused, match="context is 4 positions"):
+        check_model(lens.build({**arch, "n_ctx": 4, "d_vocab": 8}, seed=0))
+    with pytest.raises(ModelRefused, match="activation is 'silu'"):
+        check_model(lens.build({**arch, "d_vocab": 8, "act_fn": "silu"}, seed=0))
+
+
+def test_cli_trains_and_proves(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GBMI_")}
+    args = ["--store", str(tmp_path / "store"), "prove", "modular-arithmetic", "--preset", "small", "--set", "p=7",
+            "--set", "steps=100", "--json"]
+    run = subprocess.run([GBMI, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    [result] = json.loads(run.stdout)
+    assert result["strategy"] == "brute-force" and result["total_count"] == 49 and result["certified"]
+
+
+def test_the_plugin_imports_only_the_core_public_api():
+    import ast
+    import pathlib
+
+    import gbmi_modular_arithmetic
+
+    for path in pathlib.Path(gbmi_modular_arithmetic.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            for name in names:
+                assert not name.startswith(("gbmi_max_of_k", "gbmi_induction", "gbmi_core._")), (path.name, name)
