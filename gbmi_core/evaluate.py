@@ -116,7 +116,8 @@ def _constant(value: float, certified: bool) -> Interval:
     return Interval(down(t), up(t), certified) if certified else Interval.exact(t, False)
 
 
-def _activation(x: Interval, name: str) -> Interval:
+def activation(x: Interval, name: str) -> Interval:
+    """Enclosures of one of :data:`ACTIVATIONS` applied elementwise."""
     c = x.certified
     if name == "relu":
         return x.relu()
@@ -146,6 +147,28 @@ def _normalise(x: Interval, net: Network, prefix: str) -> Interval:
     return y
 
 
+def softmax(scores: Interval, allowed: torch.Tensor | None = None) -> Interval:
+    """Enclosures of ``softmax(scores)`` over the last dimension, masked keys (``allowed`` false, broadcast
+    against ``scores``' last two dimensions, or the last) weighing 0.
+
+    The weight of key ``i`` is ``1 / (1 + Σ_{j allowed, j ≠ i} exp(s_j - s_i))``: decreasing in every
+    difference, so each end comes from the differences' intervals.  Differences are capped at 700 (``exp``
+    stays finite): the upper end stays rigorous, and where a difference may exceed 700 the lower end is 0.
+    Cost ``O(n^2)`` per row, for the short rows of small models."""
+    n = scores.shape[-1]
+    keys = torch.arange(n)
+    allowed = torch.ones(n, dtype=torch.bool) if allowed is None else allowed
+    diff = scores[..., None, :] - scores[..., :, None]  # [..., i, j] = s_j - s_i
+    others = allowed[..., None, :] & (keys[:, None] != keys[None, :])  # [..., i, j]
+    diff = Interval.where(others, diff, float("-inf"))
+    capped = Interval(diff.lo.clamp(max=700.0), diff.hi.clamp(max=700.0), diff.certified) if diff.certified \
+        else Interval.exact(diff.lo.clamp(max=700.0), False)
+    weight = (capped.exp().sum(-1) + 1.0).reciprocal()
+    if diff.certified:
+        weight = Interval(torch.where((diff.hi > 700.0).any(-1), 0.0, weight.lo), weight.hi)
+    return Interval.where(allowed, weight, 0.0)
+
+
 def _attention(h: Interval, net: Network, layer: int, last_only: bool) -> Interval:
     """One attention layer's output ``[b, q, D]`` (``q`` = 1 for the last query only, else every position)."""
     w, p = net.weights, f"blocks.{layer}.attn."
@@ -157,20 +180,7 @@ def _attention(h: Interval, net: Network, layer: int, last_only: bool) -> Interv
     v = matmul(hh, w[p + "W_V"]) + w[p + "b_V"][:, None, :]
     scores = matmul(q, k.permute(0, 1, 3, 2)) / net.scales[layer]  # [b, h, q, n]
     queries = torch.arange(n)[-1:] if last_only else torch.arange(n)
-    keys = torch.arange(n)
-    allowed = keys[None, :] <= queries[:, None]  # [q, j]
-    # weight of key i: 1 / (1 + Σ_{j allowed, j ≠ i} exp(s_j - s_i)); 0 for a masked key.  It decreases in
-    # every difference, so differences capped at 700 (exp stays finite) still give a rigorous upper end,
-    # and where a difference may exceed 700 the lower end is 0.
-    diff = scores[..., None, :] - scores[..., :, None]  # [b, h, q, i, j] = s_j - s_i
-    others = allowed[:, None, :] & (keys[:, None] != keys[None, :])[None]  # [q, i, j]
-    diff = Interval.where(others, diff, float("-inf"))
-    capped = Interval(diff.lo.clamp(max=700.0), diff.hi.clamp(max=700.0), diff.certified) if diff.certified \
-        else Interval.exact(diff.lo.clamp(max=700.0), False)
-    weight = (capped.exp().sum(-1) + 1.0).reciprocal()
-    if diff.certified:
-        weight = Interval(torch.where((diff.hi > 700.0).any(-1), 0.0, weight.lo), weight.hi)
-    pattern = Interval.where(allowed, weight, 0.0)  # [b, h, q, i]
+    pattern = softmax(scores, torch.arange(n)[None, :] <= queries[:, None])  # [b, h, q, i]; causal
     z = matmul(pattern, v)  # [b, h, q, H]
     return matmul(z, w[p + "W_O"]).sum(1) + w[p + "b_O"]  # [b, q, D]
 
@@ -195,7 +205,7 @@ def logits(net: Network, tokens: torch.Tensor, certified: bool = True) -> Interv
         if not arch["attn_only"]:
             p = f"blocks.{layer}.mlp."
             h = _normalise(x, net, f"blocks.{layer}.ln2")
-            post = _activation(matmul(h, w[p + "W_in"]) + w[p + "b_in"], arch["act_fn"])
+            post = activation(matmul(h, w[p + "W_in"]) + w[p + "b_in"], arch["act_fn"])
             x = x + (matmul(post, w[p + "W_out"]) + w[p + "b_out"])
     x = _normalise(x[:, -1], net, "ln_final")
     return matmul(x, w["unembed.W_U"]) + w["unembed.b_U"]
@@ -359,5 +369,5 @@ def decide(net: Network, tokens: torch.Tensor, labels: torch.Tensor, exact: Exac
     return correct, counts
 
 
-__all__ = ["ACTIVATIONS", "Exact", "MAX_PRECISION", "NORMALISATIONS", "Network", "decide", "logits",
-           "network_problems", "separate"]
+__all__ = ["ACTIVATIONS", "Exact", "MAX_PRECISION", "NORMALISATIONS", "Network", "activation", "decide",
+           "logits", "network_problems", "separate", "softmax"]

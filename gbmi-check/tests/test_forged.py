@@ -60,7 +60,8 @@ def world(registry, tmp_path_factory):
         made["B", name] = bundle(registry, folder / "B", "max-of-k", name, b, config)
     for name in ("brute-force", "pair-bounds"):
         made["I", name] = bundle(registry, folder / "I", "induction", name, h, hconfig)
-    made["M", "brute-force"] = bundle(registry, folder / "M", "modular-arithmetic", "brute-force", m, mconfig)
+    for name in ("brute-force", "low-rank-8"):
+        made["M", name] = bundle(registry, folder / "M", "modular-arithmetic", name, m, mconfig)
     truth = {key: _load(made[key, "brute-force"])[0]["claimed"]["correct_count"] for key in "ABIM"}
     assert truth["B"] < truth["A"] < 216 and truth["I"] < 120 and truth["M"] < 25  # over-claims are possible
     return made, truth
@@ -137,6 +138,8 @@ FORGERIES = {
     "induction-weights-nan": ("I", "brute-force", lambda h, a, t: a["weights/embed.W_E"].__setitem__((1, 1), np.nan)),
     # modular addition
     "modular-claim-plus-one": ("M", "brute-force", lambda h, a, t: _claim(h, t + 1)),
+    "modular-low-rank-over-claim": ("M", "low-rank-8", lambda h, a, t: _claim(h, t + 1)),
+    "modular-basis-nan": ("M", "low-rank-8", lambda h, a, t: a["certificate/basis"].__setitem__((0, 0), np.nan)),
     "modular-activation-swapped": ("M", "brute-force", lambda h, a, t: (h["architecture"].update(act_fn="silu"),
                                                                       _claim(h, t))),
     "modular-extra-weight": ("M", "brute-force", lambda h, a, t: (a.update({"weights/blocks.0.ln1.w": np.ones(16)}),

@@ -16,6 +16,7 @@ with ``N`` the identity (no normalisation), ``LNPre``: ``c / sqrt(mean(c²) + ep
 ``gelu_new`` (``x (1 + tanh(√(2/π) (x + 0.044715 x³))) / 2``), ``gelu_fast`` (``x (1 + tanh(0.7978845608 x
 (1 + 0.044715 x²))) / 2``), the decimals exact.  Every input is evaluated in arb balls (python-flint:
 rigorous by construction) from 128 bits, doubled up to 2048; one still undecided there is not counted.
+Every strategy's claim (brute force, factored, low-rank) is checked so: the count of correct inputs.
 """
 
 from __future__ import annotations
@@ -203,3 +204,12 @@ def brute_force(M: Model, progress=None) -> tuple[int, int]:
         if progress:
             progress(a + 1, p)
     return correct, p * p
+
+
+def claim_count(M: Model, b: Bundle, progress=None) -> tuple[int, int]:
+    """Any of the task's claims is a count of correct inputs: verified by evaluating every input (the
+    factored and low-rank arguments are not re-derived).  A certificate must still be well-formed data."""
+    for name, value in b.certificate.items():
+        if value.dtype.kind != "f" or value.dtype.itemsize > 8 or not np.isfinite(value).all():
+            raise Refused(f"certificate field {name} is not finite floats")
+    return brute_force(M, progress)

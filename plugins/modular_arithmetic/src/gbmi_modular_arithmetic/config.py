@@ -23,7 +23,8 @@ class ModularConfig:
     freezes the queries and keys at 0, so every head averages the positions: the "pizza" setting) and an MLP
     of ``d_mlp`` neurons (``act_fn``), no LayerNorm, learned positions.  Training: full-batch AdamW on a
     random ``train_fraction`` of the pairs (the split drawn from ``seed``), until the held-out pairs are all
-    right ("grokked", checked every ``eval_every`` steps) or ``steps`` run out; deterministic on CPU.
+    right ("grokked", checked every ``eval_every`` steps), then ``after_grok`` steps more (weight decay cleans
+    the circuit up, which the compact proofs need), or until ``steps`` run out; deterministic on CPU.
     The default is the ``clock`` preset (Nanda et al.'s grokking model).
     """
 
@@ -42,6 +43,7 @@ class ModularConfig:
     betas: tuple[float, float] = attrs.field(default=(0.9, 0.98), validator=adam_betas)
     weight_decay: float = attrs.field(default=1.0, validator=v.ge(0.0))
     eval_every: int = attrs.field(default=100, validator=[v.instance_of(int), v.ge(1)])
+    after_grok: int = attrs.field(default=5000, validator=[v.instance_of(int), v.ge(0)])
 
     @property
     def n_ctx(self) -> int:
@@ -55,7 +57,7 @@ class ModularConfig:
 #: The seed's configurations, as overrides of the default (``clock``).
 PRESETS = {
     "clock": {},
-    "pizza": {"p": 59, "eq_token": False, "attention": "uniform", "train_fraction": 0.8},
+    "pizza": {"p": 59, "eq_token": False, "attention": "uniform", "train_fraction": 0.8, "after_grok": 3400},
     "small": {"p": 23, "d_model": 32, "n_heads": 2, "d_head": 16, "d_mlp": 64, "train_fraction": 0.8,
-              "lr": 1e-2, "steps": 4000},
+              "lr": 1e-2, "steps": 4000, "after_grok": 1000},
 }

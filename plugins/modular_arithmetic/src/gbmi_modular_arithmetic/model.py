@@ -27,13 +27,18 @@ def build_model(config: ModularConfig):
     """A fresh model for ``config`` (gbmi's initialisation for its seed); with ``attention="uniform"`` the
     queries and keys are 0 and frozen, so every head averages the positions."""
     model = lens.build(architecture(config), seed=config.seed)
-    if config.attention == "uniform":
-        names = [f"blocks.0.attn.{w}" for w in ("W_Q", "W_K", "b_Q", "b_K")]
+    names = frozen(config)
+    if names:
         with lens.editing(model) as w:
             for name in names:
                 w[name].zero_()
         lens.freeze(model, names)
     return model
+
+
+def frozen(config: ModularConfig) -> list[str]:
+    """The parameters training leaves alone: the queries and keys of uniform attention (held at 0)."""
+    return [f"blocks.0.attn.{w}" for w in ("W_Q", "W_K", "b_Q", "b_K")] if config.attention == "uniform" else []
 
 
 def check_model(model) -> None:

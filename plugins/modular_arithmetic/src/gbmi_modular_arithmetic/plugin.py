@@ -6,7 +6,7 @@ plugins imports no torch.
 
 from __future__ import annotations
 
-from gbmi_core import ModelSpec, TaskSpec, TrainerSpec, hookimpl, lazy
+from gbmi_core import ModelSpec, StrategySpec, TaskSpec, TrainerSpec, hookimpl, lazy
 
 from . import TASK
 from .config import PRESETS, ModularConfig
@@ -47,8 +47,37 @@ def gbmi_training():
                         train=lazy(f"{_HERE}.train:train"))]
 
 
+#: The ranks of the low-rank readout variants.
+RANKS = (8, 12, 16)
+
+
+def _basis_schema():
+    """low-rank-R's certificate: the readout basis, float rows over the outputs (checked by verify: at most R
+    rows of d_vocab_out finite floats)."""
+    from gbmi_core.schema import ArrayField, CertificateSchema
+
+    return CertificateSchema({"basis": ArrayField("float")})
+
+
 @hookimpl
 def gbmi_proof_strategies():
     from gbmi_core.brute_force import brute_force_strategy
 
-    return [brute_force_strategy(TASK, batches=lazy(f"{_HERE}.model:batches"), count=lazy(f"{_HERE}.model:count"))]
+    return [
+        brute_force_strategy(TASK, batches=lazy(f"{_HERE}.model:batches"), count=lazy(f"{_HERE}.model:count")),
+        StrategySpec(task=TASK, name="factored",
+                     summary="Per-token attention and value tables, pre-activations as sums of per-token rows; "
+                             "every pair's MLP and readout in intervals.",
+                     complexity="O(p^2 d_mlp (h n + p) + p D d_mlp h n)", verify=lazy(f"{_HERE}.factored:verify_factored"),
+                     unexplained_dimension=lazy(f"{_HERE}.factored:unexplained_dimension"), family="factored"),
+    ] + [
+        StrategySpec(task=TASK, name=f"low-rank-{rank}",
+                     summary=f"As factored, with the neurons read out through {rank} output directions and the "
+                             f"rest bounded by Cauchy-Schwarz.",
+                     complexity="O(p^2 d_mlp (h n + R) + p^2 d_mlp)",
+                     search=lazy(f"{_HERE}.factored:search_low_rank", rank=rank),
+                     verify=lazy(f"{_HERE}.factored:verify_low_rank", rank=rank),
+                     unexplained_dimension=lazy(f"{_HERE}.factored:unexplained_dimension", rank=rank),
+                     family="low-rank", options={"rank": rank}, search_version="1", certificate=_basis_schema())
+        for rank in RANKS
+    ]

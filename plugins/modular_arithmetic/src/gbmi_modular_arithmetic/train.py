@@ -1,4 +1,4 @@
-"""Training a modular-arithmetic model: full-batch AdamW on a fixed split, until it groks.
+"""Training a modular-arithmetic model: full-batch AdamW on a fixed split, until it groks and a while after.
 
 Deterministic for a config on CPU: the split comes from a generator seeded by ``seed``, the model from gbmi's
 initialisation, and the loop runs on one torch thread through the canonical weights, so TransformerLens
@@ -16,7 +16,7 @@ from gbmi_core.progress import progress as reporter
 from gbmi_core.training import TRAIN_STREAM, generator
 
 from .config import ModularConfig
-from .model import answer, build_model, last_logits, pairs, tokens_of
+from .model import answer, build_model, frozen, last_logits, pairs, tokens_of
 
 
 def split(config: ModularConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,16 +28,19 @@ def split(config: ModularConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train(config: ModularConfig, progress: bool = True) -> TrainedModel:
-    """Train ``config``'s model from scratch; stop once every held-out pair is right (checked every
-    ``eval_every`` steps) or after ``steps``.  Metrics: losses, accuracies, the step it grokked, seconds."""
+    """Train ``config``'s model from scratch; stop ``after_grok`` steps after every held-out pair is first
+    right (checked every ``eval_every`` steps), or after ``steps``.  Metrics: losses, accuracies, the step it
+    grokked at, seconds."""
     start = time.perf_counter()
     model = build_model(config)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        arch, names = lens.architecture(model), lens.trainable(model)
+        arch = lens.architecture(model)
         state = {name: value.clone() for name, value in lens.canonical_state(model).items()}
-        trainable = [state[name].requires_grad_() for name in lens.parameter_names(arch) if name in names]
+        # every parameter but the frozen attention of "uniform" (decided here, not by what the installed
+        # TransformerLens lets train: 4.x keeps b_U as a buffer)
+        trainable = [state[name].requires_grad_() for name in lens.parameter_names(arch) if name not in frozen(config)]
         weights = lens.Weights(state, arch)
         train_ab, test_ab = split(config)
         x, y = tokens_of(train_ab, config.p, config.eq_token), answer(train_ab, config.p)
@@ -57,9 +60,10 @@ def train(config: ModularConfig, progress: bool = True) -> TrainedModel:
                 with torch.no_grad():
                     accuracy = float((last_logits(weights, tx).argmax(-1) == ty).float().mean())
                 bar.set_postfix_str(f"loss={loss.item():.4f}, held-out acc={accuracy:.4f}")
-                if accuracy == 1.0:
+                if accuracy == 1.0 and grokked is None:
                     grokked = step
-                    break
+            if grokked is not None and step >= grokked + config.after_grok:
+                break
         bar.close()
         with torch.no_grad():
             test_loss = float(torch.nn.functional.cross_entropy(last_logits(weights, tx), ty))
