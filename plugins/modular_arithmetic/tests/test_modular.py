@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -196,3 +197,19 @@ def test_training_trains_every_parameter_whatever_the_transformer_lens_version()
     trained = train(TINY, progress=False).model
     assert lens.Weights.of(trained).b_U.abs().sum() > 0
     assert model_hash(trained) == "8aa86cdaa063fc19"
+
+
+def test_explain_draws_the_mechanism_and_the_proof_map(tmp_path, small_trained, registry):
+    from gbmi_modular_arithmetic import figures
+
+    power, p = figures._spectrum(small_trained)
+    assert p == 23 and len(power) == 12 and power[1:].max() > 5 * np.median(power[1:])  # a few key frequencies
+    drawn = registry.explain("modular-arithmetic", small_trained, strategy="low-rank-16")
+    assert set(drawn) == {"fourier", "neurons", "neurons-by-sum", "logits-by-sum", "proof-map"}
+    run = subprocess.run([GBMI, "--store", str(tmp_path / "s"), "explain", "modular-arithmetic", "--preset", "small",
+                          "--set", "p=7", "--set", "steps=50", "--strategy", "brute-force", "--out", str(tmp_path / "f")],
+                         capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("GBMI_")})
+    assert run.returncode == 0, run.stderr
+    assert "skipped figure proof-map" in run.stderr + run.stdout
+    assert len(list((tmp_path / "f").glob("*.png"))) == 4

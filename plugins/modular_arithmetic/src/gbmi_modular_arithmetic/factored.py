@@ -114,14 +114,26 @@ def _rows(p: int, d_mlp: int, heads: int) -> int:
     return max(1, (1 << 22) // (p * max(d_mlp, p) * heads))
 
 
-def _count(net: Network, decide, certified: bool) -> int:
+def _count(net: Network, decide, certified: bool, proved: list | None = None) -> int:
+    """Pairs ``decide`` proves, chunk by chunk of ``a``; their ``[a, b]`` map appended to ``proved`` if given."""
     T = _Tables(net, certified)
     correct = 0
     step = _rows(T.p, net.arch["d_mlp"], T.heads)
     for start in range(0, T.p, step):
         post, resid, s = T.chunk(torch.arange(start, min(T.p, start + step)))
-        correct += int(decide(T, post, resid, s).sum())
+        ok = decide(T, post, resid, s)
+        correct += int(ok.sum())
+        if proved is not None:
+            proved.append(ok.reshape(-1, T.p))
     return correct
+
+
+def activations(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(neuron activations [p, p, d_mlp], logits [p, p, p])`` of every pair ``(a, b)``, in plain float64."""
+    T = _Tables(_network(model), certified=False)
+    post, resid, _ = T.chunk(torch.arange(T.p))
+    logits = resid.lo + post.lo @ T.WoutU.lo
+    return post.lo.reshape(T.p, T.p, -1), logits.reshape(T.p, T.p, -1)
 
 
 def _separated(L: Interval, s: torch.Tensor) -> torch.Tensor:
@@ -131,14 +143,14 @@ def _separated(L: Interval, s: torch.Tensor) -> torch.Tensor:
     return L.lo[rows, s] > others.amax(-1)
 
 
-def verify_factored(model, certificate=None, certified: bool = True) -> Bound:
+def verify_factored(model, certificate=None, certified: bool = True, proved: list | None = None) -> Bound:
     net = _network(model)
 
     def decide(T, post, resid, s):
         return _separated(resid + matmul(post, T.WoutU), s)
 
     p = net.arch["d_vocab_out"]
-    return Bound(_count(net, decide, certified), p * p, certified=certified)
+    return Bound(_count(net, decide, certified, proved), p * p, certified=certified)
 
 
 def search_low_rank(model, rank: int) -> dict:
@@ -148,7 +160,7 @@ def search_low_rank(model, rank: int) -> dict:
     return {"basis": torch.linalg.svd(M, full_matrices=False).Vh[:rank].numpy()}
 
 
-def verify_low_rank(model, certificate, rank: int, certified: bool = True) -> Bound:
+def verify_low_rank(model, certificate, rank: int, certified: bool = True, proved: list | None = None) -> Bound:
     net = _network(model)
     p = net.arch["d_vocab_out"]
     basis = certificate.arrays["basis"] if hasattr(certificate, "arrays") else certificate["basis"]
@@ -172,11 +184,15 @@ def verify_low_rank(model, certificate, rank: int, certified: bool = True) -> Bo
         worst[rows, s] = float("-inf")
         return worst.amax(-1) < 0
 
-    return Bound(_count(net, decide, certified), p * p, certified=certified)
+    return Bound(_count(net, decide, certified, proved), p * p, certified=certified)
 
 
 def unexplained_dimension(model, rank: int | None = None) -> int:
-    """What the proof still evaluates per pair: its activations (and, without a rank, the full readout)."""
+    """The free quantities the proof leaves as a table: each pair's attention weights (``h n``), and each
+    token's rows into the neurons and the readout (``p h n (d_mlp + p)``; with a rank, ``d_mlp + R`` per row
+    and the ``d_mlp R`` readout).  Brute force's is every logit of every pair, ``p^3``."""
     a = Network.of(model).arch
-    p, d_mlp = a["d_vocab_out"], a["d_mlp"]
-    return p * p * (d_mlp + (p if rank is None else rank))
+    p, d_mlp, hn = a["d_vocab_out"], a["d_mlp"], a["n_heads"] * a["n_ctx"]
+    if rank is None:
+        return p * p * hn + p * hn * (d_mlp + p)
+    return p * p * hn + p * hn * (d_mlp + rank) + d_mlp * rank

@@ -6,7 +6,7 @@ plugins imports no torch.
 
 from __future__ import annotations
 
-from gbmi_core import ModelSpec, StrategySpec, TaskSpec, TrainerSpec, hookimpl, lazy
+from gbmi_core import FigureSpec, ModelSpec, StrategySpec, TaskSpec, TrainerSpec, hookimpl, lazy
 
 from . import TASK
 from .config import PRESETS, ModularConfig
@@ -81,3 +81,19 @@ def gbmi_proof_strategies():
                      family="low-rank", options={"rank": rank}, search_version="1", certificate=_basis_schema())
         for rank in RANKS
     ]
+
+
+_FIGURES = {
+    "fourier": "The number tokens' embedding per Fourier frequency: the key frequencies.",
+    "neurons": "The most variable neurons' activations against (a, b).",
+    "neurons-by-sum": "The same neurons' activations against (a + b) mod p.",
+    "logits-by-sum": "Each output's mean logit over the pairs with a + b = s: the answer on the diagonal.",
+    "proof-map": "For factored or low-rank-R: which pairs (a, b) its verification proves.",
+}
+
+
+@hookimpl
+def gbmi_figures():
+    return [FigureSpec(task=TASK, name=name, summary=summary,
+                       draw=lazy(f"{_HERE}.figures:{name.replace('-', '_')}"), needs_strategy=name == "proof-map")
+            for name, summary in _FIGURES.items()]
