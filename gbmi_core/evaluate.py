@@ -110,8 +110,8 @@ class Network:
 # -- stage 1: intervals -------------------------------------------------------------------------------
 
 def _constant(value: float, certified: bool) -> Interval:
-    """An enclosure of the real number ``value`` stands for (a decimal literal, or a correctly rounded
-    ``sqrt``): its float and both neighbours."""
+    """An enclosure of the real number ``value`` stands for (a decimal literal, ``math.pi``, or a correctly
+    rounded ``sqrt``): its float and both neighbours."""
     t = torch.tensor(value, dtype=torch.float64)
     return Interval(down(t), up(t), certified) if certified else Interval.exact(t, False)
 
@@ -124,9 +124,7 @@ def activation(x: Interval, name: str) -> Interval:
     if name == "gelu":  # x Φ(x) = x (1 + erf(x / √2)) / 2
         inner = (x * _constant(math.sqrt(0.5), c)).erf()
     elif name == "gelu_new":  # x (1 + tanh(sqrt(2/π) (x + 0.044715 x^3))) / 2
-        pi = Interval(down(torch.tensor(math.pi, dtype=torch.float64)), up(torch.tensor(math.pi, dtype=torch.float64)),
-                      c) if c else Interval.exact(torch.tensor(math.pi, dtype=torch.float64), False)
-        root = (Interval.exact(torch.tensor(2.0, dtype=torch.float64), c) / pi).sqrt()
+        root = (Interval.exact(torch.tensor(2.0, dtype=torch.float64), c) / _constant(math.pi, c)).sqrt()
         inner = ((x + x.square() * x * _constant(0.044715, c)) * root).tanh()
     elif name == "gelu_fast":  # x (1 + tanh(0.7978845608 x (1 + 0.044715 x^2))) / 2
         inner = (x * _constant(0.7978845608, c) * (x.square() * _constant(0.044715, c) + 1.0)).tanh()
