@@ -150,11 +150,19 @@ class ShippedModels:
     def load(self, task_spec: Any, name: str):
         return load_model_file(task_spec, self.directory / name)
 
-    def write(self, train: Any, directory: str | pathlib.Path | None = None) -> list[pathlib.Path]:
-        """Train each config (``train(config) -> TrainedModel``) and write it as a model file."""
+    def write(self, train: Any, directory: str | pathlib.Path | None = None,
+              only: list[str] | None = None) -> list[pathlib.Path]:
+        """Train each config (``train(config) -> TrainedModel``), or those named in ``only``, and write it as a
+        model file."""
         directory = self.directory if directory is None else pathlib.Path(directory)
+        unknown = sorted(set(only or ()) - set(self.configs))
+        if unknown:
+            raise ValueError(f"no shipped {self.task} model named {', '.join(unknown)} "
+                             f"(known: {', '.join(self.configs)})")
         written = []
         for name, config in self.configs.items():
+            if only and name not in only:
+                continue
             trained = train(config)
             written.append(export_model_file(directory / name, self.task, config, trained.model, trained.metrics))
             print(f"wrote {written[-1]}: {trained.metrics}")
@@ -165,7 +173,10 @@ class ShippedModels:
 
         parser = argparse.ArgumentParser(description=f"Train and write the shipped {self.task} models.")
         parser.add_argument("output", type=pathlib.Path, nargs="?", default=self.directory)
-        self.write(train, parser.parse_args(argv).output)
+        parser.add_argument("--only", action="append", metavar="NAME", choices=sorted(self.configs),
+                            help="train only this file (repeatable); default: all")
+        args = parser.parse_args(argv)
+        self.write(train, args.output, args.only)
 
 
 __all__ = ["canonical_json", "identity_hash", "model_architecture", "model_hash", "model_weights", "weights_hash", "export_model_file", "load_model_file",
