@@ -53,7 +53,7 @@ def world(registry, tmp_path_factory):
     a, config = max_of_k_model(6, 3, seed=5, kind="trained")
     b, _ = max_of_k_model(6, 3, seed=6, kind="random")
     h, hconfig = induction_model(5, 4, seed=3, kind="random")
-    m, mconfig = modular_model(5, "random", seed=1)
+    m, mconfig = modular_model(5, "random", seed=2)  # 7 pairs right on a + b, 6 on a - b
     made = {}
     for name in ("brute-force", "cubic", SUB):
         made["A", name] = bundle(registry, folder / "A", "max-of-k", name, a, config)
@@ -142,6 +142,8 @@ FORGERIES = {
     "modular-basis-nan": ("M", "low-rank-8", lambda h, a, t: a["certificate/basis"].__setitem__((0, 0), np.nan)),
     "modular-activation-swapped": ("M", "brute-force", lambda h, a, t: (h["architecture"].update(act_fn="silu"),
                                                                       _claim(h, t))),
+    # the addition count claimed for a - b (the same weights get fewer pairs right there)
+    "modular-task-swapped": ("M", "brute-force", lambda h, a, t: h.update(task="modular-subtraction")),
     "modular-extra-weight": ("M", "brute-force", lambda h, a, t: (a.update({"weights/blocks.0.ln1.w": np.ones(16)}),
                                                                 _claim(h, t + 1))),
 }

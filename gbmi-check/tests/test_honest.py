@@ -79,3 +79,14 @@ def test_modular_bundles_agree(registry, tmp_path, p, kind, seed):
     if kind in ("random", "pizza", "trained"):  # the compact proofs' family: one layer, no LayerNorm
         for name in ("factored", "low-rank-8"):
             assert _agree(bundle(registry, tmp_path, "modular-arithmetic", name, model, config)).proved == exact
+
+
+def test_modular_subtraction_bundles_agree(registry, tmp_path):
+    model, config = modular_model(7, "random", 5)
+    exact = {}
+    for task in ("modular-arithmetic", "modular-subtraction"):
+        path = bundle(registry, tmp_path / task, task, "brute-force", model, config)
+        exact[task] = _agree(path).proved
+        assert exact[task] == claimed(path)
+        assert _agree(bundle(registry, tmp_path / task, task, "factored", model, config)).proved == exact[task]
+    assert exact["modular-arithmetic"] != exact["modular-subtraction"]  # each checked against its own label

@@ -50,10 +50,12 @@ def _prover(task: str, strategy: str):
             return lambda b, progress: induction.brute_force_count(induction.load(b), progress)
         if strategy in ("pair-bounds", "pair-bounds-crude"):
             return lambda b, progress: induction.pair_bounds_count(induction.load(b), b, strategy, progress)
-    if task == "modular-arithmetic" and (strategy in ("brute-force", "factored") or strategy.startswith("low-rank-")):
+    if task in ("modular-arithmetic", "modular-subtraction") and (
+            strategy in ("brute-force", "factored") or strategy.startswith("low-rank-")):
         from . import modular
 
-        return lambda b, progress: modular.claim_count(modular.load(b), b, progress)
+        sign = modular.SIGNS[task]
+        return lambda b, progress: modular.claim_count(modular.load(b), b, sign, progress)
     raise Refused(f"this checker knows no strategy {strategy!r} of task {task!r}")
 
 

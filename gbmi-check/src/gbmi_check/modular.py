@@ -1,8 +1,8 @@
-"""Modular addition: the model, exact evaluation of one input, and brute force.
+"""Modular addition and subtraction: the model, exact evaluation of one input, and brute force.
 
 The task (from its definition, not from gbmi): every pair ``(a, b)`` of ``[0, p)``, read as the tokens
-``a b =`` (``=`` is token ``p``; ``n_ctx = 3``) or ``a b`` (``n_ctx = 2``); the answer ``(a + b) mod p`` is
-right when its logit at the last position is strictly the largest in exact real arithmetic over the stored
+``a b =`` (``=`` is token ``p``; ``n_ctx = 3``) or ``a b`` (``n_ctx = 2``); the answer ``(a + b) mod p``
+(task ``modular-arithmetic``) or ``(a - b) mod p`` (task ``modular-subtraction``) is right when its logit at the last position is strictly the largest in exact real arithmetic over the stored
 weights.  ``p`` is the model's number of outputs.
 
 The model is a TransformerLens model of this family (TransformerLens' definitions, 3.x names):
@@ -194,22 +194,26 @@ class Exact:
             ctx.prec = saved
 
 
-def brute_force(M: Model, progress=None) -> tuple[int, int]:
-    """``(correct, p²)``: every input decided in arb balls."""
+#: task -> the sign of b in the answer.
+SIGNS = {"modular-arithmetic": 1, "modular-subtraction": -1}
+
+
+def brute_force(M: Model, sign: int, progress=None) -> tuple[int, int]:
+    """``(correct, p²)``: every input decided in arb balls; the answer is ``(a + sign · b) mod p``."""
     p, exact, correct = M.p, Exact(M), 0
     for a in range(p):
         for b in range(p):
             tokens = [a, b, p] if M.arch["n_ctx"] == 3 else [a, b]
-            correct += exact.correct(tokens, (a + b) % p)
+            correct += exact.correct(tokens, (a + sign * b) % p)
         if progress:
             progress(a + 1, p)
     return correct, p * p
 
 
-def claim_count(M: Model, b: Bundle, progress=None) -> tuple[int, int]:
+def claim_count(M: Model, b: Bundle, sign: int, progress=None) -> tuple[int, int]:
     """Any of the task's claims is a count of correct inputs: verified by evaluating every input (the
     factored and low-rank arguments are not re-derived).  A certificate must still be well-formed data."""
     for name, value in b.certificate.items():
         if value.dtype.kind != "f" or value.dtype.itemsize > 8 or not np.isfinite(value).all():
             raise Refused(f"certificate field {name} is not finite floats")
-    return brute_force(M, progress)
+    return brute_force(M, sign, progress)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -213,3 +214,42 @@ def test_explain_draws_the_mechanism_and_the_proof_map(tmp_path, small_trained, 
     assert run.returncode == 0, run.stderr
     assert "skipped figure proof-map" in run.stderr + run.stdout
     assert len(list((tmp_path / "f").glob("*.png"))) == 4
+
+
+def test_subtraction_is_its_own_task_and_every_proof_reads_its_label(registry):
+    """The same weights have different counts on a + b and a - b: each task's strategies count against their
+    own label (brute force against the float forward, the compact ones at most brute force, factored exactly)."""
+    from gbmi_modular_arithmetic.model import label
+
+    assert {s.name for s in registry.strategies("modular-subtraction")} == {
+        "brute-force", "factored", "low-rank-8", "low-rank-12", "low-rank-16"}
+    ab = pairs(11)
+    assert label(ab[:, 0], ab[:, 1], 11, "subtract").tolist() == [(a - b) % 11 for a, b in ab.tolist()]
+    with pytest.raises(ValueError, match="unknown operation"):
+        label(ab[:, 0], ab[:, 1], 11, "multiply")
+    model = _random(seed=8, scale=0.6)
+    tokens = tokens_of(ab, 11, True)
+    with torch.no_grad():
+        predicted = model(tokens)[:, -1].argmax(-1)
+    counts = {}
+    for task, answer in (("modular-arithmetic", (ab[:, 0] + ab[:, 1]) % 11),
+                         ("modular-subtraction", (ab[:, 0] - ab[:, 1]) % 11)):
+        results = {s.name: s.prove(model) for s in registry.strategies(task)}
+        exact = results["brute-force"].correct_count
+        assert exact == int((predicted == answer).sum())  # random weights: no float32 near-ties at this scale
+        assert results["factored"].correct_count == exact
+        assert all(r.correct_count <= exact for r in results.values())
+        counts[task] = exact
+    assert counts["modular-arithmetic"] != counts["modular-subtraction"]
+
+
+def test_the_subtraction_trainer_fits_a_minus_b(registry):
+    """The subtraction task's trainer fits its training pairs on ``a - b`` (memorised in 300 steps), which the
+    addition labels of the same pairs are not."""
+    config = attrs.evolve(TINY, steps=300)
+    trained = registry.trainer("modular-subtraction").train(config, progress=False)
+    train_ab, _ = split(config)
+    with torch.no_grad():
+        predicted = trained.model(tokens_of(train_ab, 7, True))[:, -1].argmax(-1)
+    assert (predicted == (train_ab[:, 0] - train_ab[:, 1]) % 7).float().mean() == 1.0
+    assert (predicted == (train_ab[:, 0] + train_ab[:, 1]) % 7).float().mean() < 0.5

@@ -6,3 +6,8 @@ mechanistic interpretability explained as the "clock" and "pizza" algorithms.  I
 """
 
 TASK = "modular-arithmetic"
+#: The same models trained and proved on ``(a - b) mod p``: a task of its own, because a proof sees only the
+#: model, so the label must come from the task's name, not from a config field the proof cannot read.
+SUBTRACTION = "modular-subtraction"
+#: task name -> the operation its label is.
+OPERATIONS = {TASK: "add", SUBTRACTION: "subtract"}

@@ -33,6 +33,8 @@ from gbmi_core import Bound, CertificateRejected, ModelRefused
 from gbmi_core.certified import Interval, matmul
 from gbmi_core.evaluate import Network, activation, softmax
 
+from .model import label
+
 
 def _network(model) -> Network:
     net = Network.of(model)
@@ -46,8 +48,9 @@ def _network(model) -> Network:
 class _Tables:
     """Per-token tables of the factored model (see the module doc), as intervals."""
 
-    def __init__(self, net: Network, certified: bool = True):
+    def __init__(self, net: Network, certified: bool = True, operation: str = "add"):
         w, a = net.weights, net.arch
+        self.operation = operation
         self.n, self.p, self.heads = a["n_ctx"], a["d_vocab_out"], a["n_heads"]
         n, p = self.n, self.p
         W_in, W_U = w["blocks.0.mlp.W_in"], w["unembed.W_U"]
@@ -107,16 +110,17 @@ class _Tables:
                     pre = pre + part
                 else:
                     resid = resid + part
-        return activation(pre, self.act), resid, (A + B) % p
+        return activation(pre, self.act), resid, label(A, B, p, self.operation)
 
 
 def _rows(p: int, d_mlp: int, heads: int) -> int:
     return max(1, (1 << 22) // (p * max(d_mlp, p) * heads))
 
 
-def _count(net: Network, decide, certified: bool, proved: list | None = None) -> int:
+def _count(net: Network, decide, certified: bool, proved: list | None = None, operation: str = "add",
+           T: _Tables | None = None) -> int:
     """Pairs ``decide`` proves, chunk by chunk of ``a``; their ``[a, b]`` map appended to ``proved`` if given."""
-    T = _Tables(net, certified)
+    T = _Tables(net, certified, operation) if T is None else T
     correct = 0
     step = _rows(T.p, net.arch["d_mlp"], T.heads)
     for start in range(0, T.p, step):
@@ -143,14 +147,15 @@ def _separated(L: Interval, s: torch.Tensor) -> torch.Tensor:
     return L.lo[rows, s] > others.amax(-1)
 
 
-def verify_factored(model, certificate=None, certified: bool = True, proved: list | None = None) -> Bound:
+def verify_factored(model, certificate=None, certified: bool = True, proved: list | None = None,
+                    operation: str = "add") -> Bound:
     net = _network(model)
 
     def decide(T, post, resid, s):
         return _separated(resid + matmul(post, T.WoutU), s)
 
     p = net.arch["d_vocab_out"]
-    return Bound(_count(net, decide, certified, proved), p * p, certified=certified)
+    return Bound(_count(net, decide, certified, proved, operation), p * p, certified=certified)
 
 
 def search_low_rank(model, rank: int) -> dict:
@@ -160,7 +165,8 @@ def search_low_rank(model, rank: int) -> dict:
     return {"basis": torch.linalg.svd(M, full_matrices=False).Vh[:rank].numpy()}
 
 
-def verify_low_rank(model, certificate, rank: int, certified: bool = True, proved: list | None = None) -> Bound:
+def verify_low_rank(model, certificate, rank: int, certified: bool = True, proved: list | None = None,
+                    operation: str = "add") -> Bound:
     net = _network(model)
     p = net.arch["d_vocab_out"]
     basis = certificate.arrays["basis"] if hasattr(certificate, "arrays") else certificate["basis"]
@@ -168,7 +174,7 @@ def verify_low_rank(model, certificate, rank: int, certified: bool = True, prove
     if basis.dim() != 2 or basis.shape[1] != p or not 0 <= basis.shape[0] <= rank:
         raise CertificateRejected(f"certificate field 'basis' has shape {tuple(basis.shape)}; expected "
                                   f"[at most {rank}, {p}]")
-    T = _Tables(net, certified)
+    T = _Tables(net, certified, operation)
     A = matmul(T.WoutU, basis.T)  # [d_mlp, R]
     rem = T.WoutU - matmul(A, basis)  # [d_mlp, p]
     # D[c, s] >= ||Rem[:, c] - Rem[:, s]||_2: the remainder's effect on logit_c - logit_s is at most
@@ -184,7 +190,7 @@ def verify_low_rank(model, certificate, rank: int, certified: bool = True, prove
         worst[rows, s] = float("-inf")
         return worst.amax(-1) < 0
 
-    return Bound(_count(net, decide, certified, proved), p * p, certified=certified)
+    return Bound(_count(net, decide, certified, proved, operation, T), p * p, certified=certified)
 
 
 def unexplained_dimension(model, rank: int | None = None) -> int:

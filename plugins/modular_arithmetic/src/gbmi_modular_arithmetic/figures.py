@@ -14,6 +14,7 @@ from gbmi_core.evaluate import Network
 from gbmi_core.plots import figure as _figure, heatmap as _heatmap, integer_ticks
 
 from .factored import activations
+from .model import label
 
 _NEURONS = 3
 
@@ -53,33 +54,39 @@ def neurons(model, strategy=None):
     return figure
 
 
-def neurons_by_sum(model, strategy=None):
+def _sign(operation: str) -> str:
+    return "-" if operation == "subtract" else "+"
+
+
+def neurons_by_sum(model, strategy=None, operation: str = "add"):
     post, _ = activations(model)
     p = post.shape[0]
-    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
-    total = (a + b) % p
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    total = label(a, b, p, operation).numpy()
+    op = _sign(operation)
     figure, axes = _figure(4.2 * _NEURONS, 3.4, ncols=_NEURONS)
     for ax, i in zip(np.atleast_1d(axes), _top_neurons(post)):
         ax.scatter(total.reshape(-1), post[..., i].numpy().reshape(-1), s=2, alpha=0.4)
         ax.set_title(f"neuron {i}", fontsize=9)
-        ax.set_xlabel("(a + b) mod p")
+        ax.set_xlabel(f"(a {op} b) mod p")
         ax.set_ylabel("activation")
         integer_ticks(ax, "x")
-    figure.suptitle("the same neurons against a + b: the spread at each sum is what the readout must cancel",
+    figure.suptitle(f"the same neurons against a {op} b: the spread at each sum is what the readout must cancel",
                     fontsize=10)
     return figure
 
 
-def logits_by_sum(model, strategy=None):
+def logits_by_sum(model, strategy=None, operation: str = "add"):
     _, logits = activations(model)
     p = logits.shape[0]
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
-    total = ((a + b) % p).reshape(-1)
+    total = label(a, b, p, operation).reshape(-1)
+    op = _sign(operation)
     flat = logits.reshape(-1, p)
     mean = torch.stack([flat[total == s].mean(0) for s in range(p)])  # [s, c]
     figure, axes = _figure()
-    return _heatmap(figure, axes, mean.numpy(), "mean logit of each output c over the pairs with a + b = s\n"
-                    "(the diagonal is the answer)", "output c", "(a + b) mod p", unit="logit")
+    return _heatmap(figure, axes, mean.numpy(), f"mean logit of each output c over the pairs with a {op} b = s\n"
+                    "(the diagonal is the answer)", "output c", f"(a {op} b) mod p", unit="logit")
 
 
 def proof_map(model, strategy=None):
@@ -88,14 +95,8 @@ def proof_map(model, strategy=None):
     name = strategy.spec.name
     if name != "factored" and not name.startswith("low-rank-"):
         raise NotApplicable(f"strategy {name!r} has no proof map (factored and low-rank-R do)")
-    from . import factored
-
-    proved: list = []
-    if name == "factored":
-        factored.verify_factored(model, proved=proved)
-    else:
-        rank = int(strategy.spec.options["rank"])
-        factored.verify_low_rank(model, factored.search_low_rank(model, rank), rank, proved=proved)
+    proved: list = []  # the strategy's own verify (its task's operation bound in), asked for the map
+    strategy.spec.verify(model, strategy.spec.search(model), proved=proved)
     grid = torch.cat(proved).numpy()
     figure, axes = _figure()
     axes.imshow(grid, cmap="Greens", vmin=0, vmax=1, interpolation="nearest")

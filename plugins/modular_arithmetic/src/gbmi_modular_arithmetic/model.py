@@ -72,19 +72,28 @@ def tokens_of(ab: torch.Tensor, p: int, eq_token: bool) -> torch.Tensor:
     return torch.cat([ab, torch.full_like(ab[:, :1], p)], 1) if eq_token else ab
 
 
-def answer(ab: torch.Tensor, p: int) -> torch.Tensor:
-    """``(a + b) mod p``.  ``[b, 2] -> [b]``"""
-    return (ab[:, 0] + ab[:, 1]) % p
+def label(a: torch.Tensor, b: torch.Tensor, p: int, operation: str = "add") -> torch.Tensor:
+    """``(a + b) mod p``, or ``(a - b) mod p`` for ``operation="subtract"`` (always in ``[0, p)``)."""
+    if operation == "add":
+        return (a + b) % p
+    if operation == "subtract":
+        return (a - b) % p
+    raise ValueError(f"unknown operation {operation!r} (add or subtract)")
 
 
-def batches(model, batch: int = 4096):
+def answer(ab: torch.Tensor, p: int, operation: str = "add") -> torch.Tensor:
+    """The label of each pair.  ``[b, 2] -> [b]``"""
+    return label(ab[:, 0], ab[:, 1], p, operation)
+
+
+def batches(model, batch: int = 4096, operation: str = "add"):
     """Every input of ``model``'s task once, as ``(tokens, labels)`` batches (the generic brute force's input)."""
     a = Network.of(model).arch
     p, eq = a["d_vocab_out"], a["n_ctx"] == 3
     ab = pairs(p)
     for start in range(0, len(ab), batch):
         chunk = ab[start: start + batch]
-        yield tokens_of(chunk, p, eq), answer(chunk, p)
+        yield tokens_of(chunk, p, eq), answer(chunk, p, operation)
 
 
 def count(model) -> int:

@@ -27,9 +27,9 @@ def split(config: ModularConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return ab[order[:k]], ab[order[k:]]
 
 
-def train(config: ModularConfig, progress: bool = True) -> TrainedModel:
-    """Train ``config``'s model from scratch; stop ``after_grok`` steps after every held-out pair is first
-    right (checked every ``eval_every`` steps), or after ``steps``.  Metrics: losses, accuracies, the step it
+def train(config: ModularConfig, progress: bool = True, operation: str = "add") -> TrainedModel:
+    """Train ``config``'s model from scratch on ``operation``'s labels (:func:`.model.label`); stop
+    ``after_grok`` steps after every held-out pair is first right (checked every ``eval_every`` steps), or after ``steps``.  Metrics: losses, accuracies, the step it
     grokked at, seconds."""
     start = time.perf_counter()
     model = build_model(config)
@@ -43,11 +43,11 @@ def train(config: ModularConfig, progress: bool = True) -> TrainedModel:
         trainable = [state[name].requires_grad_() for name in lens.parameter_names(arch) if name not in frozen(config)]
         weights = lens.Weights(state, arch)
         train_ab, test_ab = split(config)
-        x, y = tokens_of(train_ab, config.p, config.eq_token), answer(train_ab, config.p)
-        tx, ty = tokens_of(test_ab, config.p, config.eq_token), answer(test_ab, config.p)
+        x, y = tokens_of(train_ab, config.p, config.eq_token), answer(train_ab, config.p, operation)
+        tx, ty = tokens_of(test_ab, config.p, config.eq_token), answer(test_ab, config.p, operation)
         optimiser = torch.optim.AdamW(trainable, lr=config.lr, betas=tuple(config.betas),
                                       weight_decay=config.weight_decay)
-        bar = reporter(config.steps, f"training modular-arithmetic p={config.p} seed {config.seed}", "step",
+        bar = reporter(config.steps, f"training modular {operation} p={config.p} seed {config.seed}", "step",
                        enabled=progress)
         loss, grokked, accuracy, step = torch.tensor(float("nan")), None, 0.0, 0
         for step in range(1, config.steps + 1):
