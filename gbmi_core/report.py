@@ -317,7 +317,9 @@ def plot(rows: list[Row], summary, path: str | pathlib.Path, title: str = "") ->
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title}{what} ({seeds} seed{'s' if seeds != 1 else ''}; a dot per seed and strategy)")
+        # two lines, so long task and preset names stay inside the figure
+        ax.set_title(f"{title}{what}\n({seeds} seed{'s' if seeds != 1 else ''}; a dot per seed and strategy)",
+                     fontsize=11)
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
