@@ -80,6 +80,10 @@ def _store(ctx):
     return Store(ctx.obj.get("store"))
 
 
+#: Commands that run no tensor work, so do not spend a moment measuring the machine.
+_NO_TENSOR_WORK = {"plugins", "list-tasks", "list-strategies", "store", "results", "report", None}
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", type=click.Path(file_okay=False), envvar="GBMI_STORE", default=None,
               help="Store directory (default: $GBMI_STORE, else ~/.local/share/gbmi/store).")
@@ -96,6 +100,10 @@ def main(ctx, store, max_memory, debug):
 
     ctx.ensure_object(dict)
     ctx.obj.update(store=store, debug=debug)
+    if ctx.invoked_subcommand not in _NO_TENSOR_WORK:
+        from .threads import size_threads
+
+        size_threads()  # the free cores only: a busy core stalls every parallel region (see threads.py)
     if max_memory is not None:
         try:
             os.environ[MEMORY_ENV] = str(parse_size(max_memory))  # workers of a sweep inherit it

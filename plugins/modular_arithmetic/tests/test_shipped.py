@@ -66,7 +66,7 @@ def test_pizza_retrains_bit_for_bit():
     assert weights_hash(model_weights(retrained)) == header["weights_hash"]
 
 
-@pytest.mark.skipif(not os.environ.get("GBMI_RETRAIN_CLOCK"), reason="about 25 minutes: set GBMI_RETRAIN_CLOCK=1")
+@pytest.mark.skipif(not os.environ.get("GBMI_RETRAIN_CLOCK"), reason="about 35 minutes: set GBMI_RETRAIN_CLOCK=1")
 def test_clock_retrains_bit_for_bit():
     _, header = read_model_file(SHIPPED.directory / "clock_seed_0.npz")
     retrained = train(SHIPPED.configs["clock_seed_0.npz"], progress=False).model
