@@ -1,8 +1,9 @@
 """Certified brute force on Max-of-4 against HookedTransformer forward on all 64^4 inputs.
 
-Two models: the shipped reference model, and a *sharp* one built from it (W_Q and W_K scaled so that
-pre-softmax score differences run into the thousands, W_U scaled so that logits reach thousands: the kind
-of model on which an uncertified float32 screen miscounts).  Both timings run in this process, like
+Three models: the shipped reference model, and two *sharp* ones built from it (W_Q and W_K scaled so that
+pre-softmax score differences run into the thousands (x16) or near ten thousand (x64), W_U scaled by 100 or
+1000 so that logits reach thousands to tens of thousands: the kind of model on which an uncertified float32
+screen miscounts).  Both timings run in this process, like
 for like: accuracy only against forward + argmax, accuracy and mean loss against forward + argmax +
 cross-entropy (what the research code's brute force records).  Target: at least 20x on both models.
 
@@ -16,14 +17,16 @@ import torch
 
 
 def sharpen(model, qk: float, unembed: float):
-    """A copy of ``model`` with attention ``qk^2`` times sharper and logits ``unembed`` times larger."""
-    import copy
+    """A copy of ``model`` with attention ``qk^2`` times sharper and logits ``unembed`` times larger (through
+    :mod:`gbmi_core.lens`, so under TransformerLens 3.x and 4.x alike)."""
+    from gbmi_core import lens
 
-    sharp = copy.deepcopy(model)
-    with torch.no_grad():
-        sharp.blocks[0].attn.W_Q.mul_(qk)
-        sharp.blocks[0].attn.W_K.mul_(qk)
-        sharp.W_U.mul_(unembed)
+    arch = lens.architecture(model)
+    sharp = lens.build(arch, state={k: v.clone() for k, v in lens.canonical_state(model, arch).items()})
+    with lens.editing(sharp) as w:
+        w["blocks.0.attn.W_Q"].mul_(qk)
+        w["blocks.0.attn.W_K"].mul_(qk)
+        w["unembed.W_U"].mul_(unembed)
     return sharp
 
 
@@ -49,7 +52,9 @@ def main():
     shipped = load_reference_model()
     total = 64**4
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for name, model in [("shipped", shipped), ("sharp", sharpen(shipped, qk=4.0, unembed=100.0))]:
+    models = [("shipped", shipped), ("sharp", sharpen(shipped, qk=4.0, unembed=100.0)),
+              ("sharper", sharpen(shipped, qk=8.0, unembed=1000.0))]
+    for name, model in models:
         print(f"== {name} model: {describe(model)}")
         baseline = {}
         for with_loss in (False, True):
