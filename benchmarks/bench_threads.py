@@ -56,7 +56,8 @@ def main() -> int:
                 time.sleep(1.0)
             try:
                 print(f"\n{situation} ({n} cores)")
-                print(f"{'command':24s} " + " ".join(f"{f'{t} thr':>8s}" for t in counts) + f" {'gbmi':>8s} {'gbmi/best':>10s}")
+                header = " ".join(f"{f'{t} thr':>8s}" for t in counts)
+                print(f"{'command':24s} {header} {'gbmi':>8s} {'gbmi/best':>10s}")
                 for name, command in commands.items():
                     fixed = [_run(store, command, t) for t in counts]
                     sized = _run(store, command, None)

@@ -2,8 +2,9 @@
 
 The task (from its definition, not from gbmi): every pair ``(a, b)`` of ``[0, p)``, read as the tokens
 ``a b =`` (``=`` is token ``p``; ``n_ctx = 3``) or ``a b`` (``n_ctx = 2``); the answer ``(a + b) mod p``
-(task ``modular-arithmetic``) or ``(a - b) mod p`` (task ``modular-subtraction``) is right when its logit at the last position is strictly the largest in exact real arithmetic over the stored
-weights.  ``p`` is the model's number of outputs.
+(task ``modular-arithmetic``) or ``(a - b) mod p`` (task ``modular-subtraction``) is right when its logit
+at the last position is strictly the largest in exact real arithmetic over the stored weights.  ``p`` is
+the model's number of outputs.
 
 The model is a TransformerLens model of this family (TransformerLens' definitions, 3.x names):
 

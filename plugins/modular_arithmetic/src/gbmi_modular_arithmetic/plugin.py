@@ -49,7 +49,8 @@ def gbmi_models():
 def gbmi_training():
     return [TrainerSpec(task=task, name="adamw-full-batch",
                         summary="Full-batch AdamW on a fixed split until the held-out pairs are all right.",
-                        train=lazy(f"{_HERE}.train:train", operation=operation)) for task, operation in OPERATIONS.items()]
+                        train=lazy(f"{_HERE}.train:train", operation=operation))
+            for task, operation in OPERATIONS.items()]
 
 
 #: The ranks of the low-rank readout variants.
@@ -109,7 +110,8 @@ _BY_LABEL = ("neurons-by-sum", "logits-by-sum")
 
 @hookimpl
 def gbmi_figures():
-    return [FigureSpec(task=task, name=name, summary=summary.replace("a + b", "a - b") if operation == "subtract" else summary,
+    return [FigureSpec(task=task, name=name,
+                       summary=summary.replace("a + b", "a - b") if operation == "subtract" else summary,
                        draw=lazy(f"{_HERE}.figures:{name.replace('-', '_')}",
                                  **({"operation": operation} if name in _BY_LABEL else {})),
                        needs_strategy=name == "proof-map")

@@ -29,8 +29,8 @@ def split(config: ModularConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train(config: ModularConfig, progress: bool = True, operation: str = "add") -> TrainedModel:
     """Train ``config``'s model from scratch on ``operation``'s labels (:func:`.model.label`); stop
-    ``after_grok`` steps after every held-out pair is first right (checked every ``eval_every`` steps), or after ``steps``.  Metrics: losses, accuracies, the step it
-    grokked at, seconds."""
+    ``after_grok`` steps after every held-out pair is first right (checked every ``eval_every`` steps), or
+    after ``steps``.  Metrics: losses, accuracies, the step it grokked at, seconds."""
     start = time.perf_counter()
     model = build_model(config)
     threads = torch.get_num_threads()
