@@ -90,8 +90,8 @@ def test_report_plot_titles_count_the_seeds_they_show(registry, tmp_path):
         plot(rows, summarise(rows), tmp_path / "p.png")
     finally:
         matplotlib.figure.Figure.savefig = real_savefig
-    assert any("normalised bound vs proof length (1 seed;" in t for t in titles), titles
-    assert any("bound vs unexplained dimension (3 seeds;" in t for t in titles), titles
+    assert any("normalised bound vs proof length\n(1 seed;" in t for t in titles), titles
+    assert any("bound vs unexplained dimension\n(3 seeds;" in t for t in titles), titles
 
 
 def _save_plain(path, **changes):
