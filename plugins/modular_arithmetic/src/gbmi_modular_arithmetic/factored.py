@@ -67,7 +67,7 @@ class _Tables:
         V = matmul(Interval.exact(w[att + "W_V"], certified), OR)  # [h, D, d_mlp + p]
         bias = matmul(Interval.exact(w[att + "b_V"][:, None, :], certified), OR)  # [h, 1, d_mlp + p]
         by_token = matmul(Interval.exact(w["embed.W_E"], certified)[None], V)  # [h, d_vocab, d_mlp + p]
-        d_mlp = W_in.shape[1]
+        self.d_mlp = d_mlp = W_in.shape[1]
         self.S, self.OI, self.OU = [], [], []
         for j in range(n):
             k = matmul(e[j][None], w[att + "W_K"]) + w[att + "b_K"][:, None, :]  # [h, p_j, H]
@@ -117,12 +117,10 @@ def _rows(p: int, d_mlp: int, heads: int) -> int:
     return max(1, (1 << 22) // (p * max(d_mlp, p) * heads))
 
 
-def _count(net: Network, decide, certified: bool, proved: list | None = None, operation: str = "add",
-           T: _Tables | None = None) -> int:
+def _count(T: _Tables, decide, proved: list | None = None) -> int:
     """Pairs ``decide`` proves, chunk by chunk of ``a``; their ``[a, b]`` map appended to ``proved`` if given."""
-    T = _Tables(net, certified, operation) if T is None else T
     correct = 0
-    step = _rows(T.p, net.arch["d_mlp"], T.heads)
+    step = _rows(T.p, T.d_mlp, T.heads)
     for start in range(0, T.p, step):
         post, resid, s = T.chunk(torch.arange(start, min(T.p, start + step)))
         ok = decide(T, post, resid, s)
@@ -155,7 +153,7 @@ def verify_factored(model, certificate=None, certified: bool = True, proved: lis
         return _separated(resid + matmul(post, T.WoutU), s)
 
     p = net.arch["d_vocab_out"]
-    return Bound(_count(net, decide, certified, proved, operation), p * p, certified=certified)
+    return Bound(_count(_Tables(net, certified, operation), decide, proved), p * p, certified=certified)
 
 
 def search_low_rank(model, rank: int) -> dict:
@@ -190,7 +188,7 @@ def verify_low_rank(model, certificate, rank: int, certified: bool = True, prove
         worst[rows, s] = float("-inf")
         return worst.amax(-1) < 0
 
-    return Bound(_count(net, decide, certified, proved, operation, T), p * p, certified=certified)
+    return Bound(_count(T, decide, proved), p * p, certified=certified)
 
 
 def unexplained_dimension(model, rank: int | None = None) -> int:
