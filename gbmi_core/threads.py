@@ -2,7 +2,8 @@
 
 torch starts one intra-op thread per core and its OpenMP workers spin at barriers.  On a shared machine, one
 core already busy with another process makes every parallel region wait for a thread the scheduler has
-parked: measured on 2 cores, a brute force took 34 s with 2 threads against 5.5 s with 1.  So before torch
+parked: on 2 cores with one busy, the shipped Max-of-4 model's 102 strategies took 24.9 s with 2 threads
+against 15.2 s with 1 (``benchmarks/bench_threads.py``).  So before torch
 starts, :func:`size_threads` looks at how busy the machine is (the CPU time other processes took over a
 short sample of ``/proc/stat``) and asks for the free cores only.
 
