@@ -89,8 +89,25 @@ def structure(cls: type[T], data: Any) -> T:
         raise ConfigError(f"{cls.__name__}: {error}") from None
 
 
+#: attrs field metadata: a field added after configs were hashed, left out of the hash at its default.
+OMIT_AT_DEFAULT = "gbmi_omit_at_default"
+
+
+def added_field(default: Any, **kwargs) -> Any:
+    """An ``attrs.field`` added to a config after hashes were published: at ``default`` it is left out of
+    :func:`canonical_json`, so every existing config keeps its hash (and its stored models and results)."""
+    return attrs.field(default=default, metadata={OMIT_AT_DEFAULT: True}, **kwargs)
+
+
 def unstructure(config: Any) -> dict:
-    return converter.unstructure(config)
+    """A config as plain data; fields made by :func:`added_field` are left out at their default (so what is
+    stored reads the same as before they were added)."""
+    data = converter.unstructure(config)
+    if attrs.has(type(config)):
+        for field in attrs.fields(type(config)):
+            if field.metadata.get(OMIT_AT_DEFAULT) and getattr(config, field.name) == field.default:
+                data.pop(field.name, None)
+    return data
 
 
 def type_name(config_or_type: Any) -> str:
@@ -110,7 +127,8 @@ def _check_finite(value: Any, where: str) -> None:
 
 
 def canonical_json(config: Any) -> str:
-    """The canonical text a config's hash is taken over."""
+    """The canonical text a config's hash is taken over (fields made by :func:`added_field` only when they
+    differ from their default)."""
     data = unstructure(config)
     _check_finite(data, "")
     return json.dumps({"type": type_name(config), "fields": data}, sort_keys=True,

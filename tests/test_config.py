@@ -9,7 +9,8 @@ import expecttest
 import pytest
 
 from gbmi_core import ConfigError
-from gbmi_core.config import canonical_json, content_hash, load_file, parse_assignment, structure, with_overrides
+from gbmi_core.config import (added_field, canonical_json, content_hash, load_file, parse_assignment, structure,
+                              unstructure, with_overrides)
 
 
 @attrs.frozen
@@ -70,3 +71,22 @@ def test_files_and_overrides(tmp_path):
 def test_non_finite_numbers_have_no_hash():
     with pytest.raises(ConfigError, match="lr is nan"):
         content_hash(ExampleConfig(lr=float("nan")))
+
+
+@attrs.frozen
+class GrownConfig(ExampleConfig):
+    """ExampleConfig after a release: one field added with ``added_field``."""
+
+    recipe: str = added_field("ours")
+
+
+def test_a_field_added_later_keeps_every_existing_hash_and_stored_form():
+    grown, old = GrownConfig(), ExampleConfig()
+    fields = json.loads(canonical_json(grown))["fields"]
+    assert fields == json.loads(canonical_json(old))["fields"]  # the hashed text differs only in the type's name
+    assert unstructure(grown) == unstructure(old)  # and what the store keeps reads as before
+    assert structure(GrownConfig, unstructure(old)) == grown
+    other = GrownConfig(recipe="theirs")
+    assert content_hash(other) != content_hash(grown)
+    assert unstructure(other)["recipe"] == "theirs" and structure(GrownConfig, unstructure(other)) == other
+    assert with_overrides(grown, {"recipe": "theirs"}) == other
