@@ -2,13 +2,17 @@
 
 import math
 
+import attrs
+import numpy as np
+
 import pytest
 import torch
 
 from gbmi_core import ModelRefused, lens
 from gbmi_induction.brute_force import _point, logits
 from gbmi_induction.config import InductionConfig
-from gbmi_induction.model import (all_inputs, check_model, count_inputs, label, last_logits, prefixes, sample,
+from gbmi_induction.model import (all_inputs, check_model, count_inputs, label, last_logits, match_position, prefixes,
+                                  sample,
                                   tables)
 from gbmi_induction.train import train
 
@@ -102,3 +106,39 @@ def test_the_shipped_models_retrain_bit_for_bit_with_their_hashes(name, digest):
     _, header = read_model_file(SHIPPED.directory / name)
     retrained = train(SHIPPED.configs[name], progress=False).model
     assert weights_hash(model_weights(retrained)) == header["weights_hash"]
+
+
+def test_the_peer_recipe_draws_its_initialisation_and_data_from_one_numpy_stream():
+    from gbmi_induction.train import _peer_sample
+
+    config = InductionConfig(d=7, n=5, d_model=8, d_head=4, seed=3, steps=0, recipe="peer", lr=3e-3)
+    state = lens.canonical_state(train(config, progress=False).model)
+    rng = np.random.default_rng(3)
+    expected = {"embed.W_E": (7, 8), "pos_embed.W_pos": (5, 8)}
+    for layer in (0, 1):
+        expected |= {f"blocks.{layer}.attn.{leaf}": shape for leaf, shape in
+                     (("W_Q", (8, 4)), ("W_K", (8, 4)), ("W_V", (8, 4)), ("W_O", (4, 8)))}
+    expected["unembed.W_U"] = (8, 7)
+    for name, shape in expected.items():  # N(0, 1/fan_in), in the peer's order, rounded to the model's float32
+        drawn = torch.from_numpy(rng.normal(0.0, 1.0 / np.sqrt(shape[0]), shape)).float()
+        assert torch.equal(state[name].reshape(shape), drawn), name
+    assert all(not state[name].any() for name in state if name.rsplit(".", 1)[1].startswith("b_"))
+    tokens = torch.from_numpy(_peer_sample(rng, 500, 7, 5))  # the data continue the same stream
+    assert torch.equal(tokens[:, -1], tokens.gather(1, match_position(tokens)[:, None])[:, 0])
+    assert all(len(set(row[:-1].tolist())) == 4 for row in tokens)
+
+
+def test_the_peer_recipe_is_deterministic_learns_and_has_its_own_hash():
+    from gbmi_core.config import content_hash
+
+    config = InductionConfig(d=6, n=5, d_model=16, d_head=8, seed=4, steps=300, eval_samples=256, recipe="peer",
+                             lr=3e-3)
+    first, second = train(config, progress=False), train(config, progress=False)
+    for (name, a), (_, b) in zip(lens.canonical_state(first.model).items(), lens.canonical_state(second.model).items()):
+        assert torch.equal(a, b), name
+    assert first.metrics["eval_accuracy"] > 0.9
+    ours = train(attrs.evolve(config, recipe="gbmi"), progress=False)
+    assert not torch.equal(lens.canonical_state(ours.model)["embed.W_E"], lens.canonical_state(first.model)["embed.W_E"])
+    assert content_hash(config) != content_hash(attrs.evolve(config, recipe="gbmi"))
+    with pytest.raises(ValueError, match="recipe"):
+        InductionConfig(recipe="theirs")

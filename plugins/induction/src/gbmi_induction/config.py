@@ -5,7 +5,10 @@ from __future__ import annotations
 import attrs
 from attrs import validators as v
 
-from gbmi_core.config import positive
+from gbmi_core.config import added_field, positive
+
+#: How a model is trained: ``gbmi`` (ours) or ``peer`` (the public peer's recipe, see :mod:`.train`).
+RECIPES = ("gbmi", "peer")
 
 
 def _fits(instance, attribute, value):
@@ -21,6 +24,9 @@ class InductionConfig:
     ``i <= n-3``; the answer is ``x_{i+1}``.  The model is a 2-layer attention-only transformer, one
     head per layer, no LayerNorm, learned positions, attention scale ``sqrt(d_head)``.  Training: AdamW
     on fresh uniform samples each step (``steps`` of ``batch_size``), deterministic for ``seed`` on CPU.
+
+    ``recipe="peer"`` trains as the public peer (xocelyk/induction-heads-compact-proofs) does instead: numpy
+    initialisation and data, float64, constant learning rate (use ``lr=3e-3``, as the ``*-peer`` presets do).
     """
 
     d: int = attrs.field(default=16, validator=[v.instance_of(int), v.ge(3)])
@@ -33,10 +39,16 @@ class InductionConfig:
     lr: float = attrs.field(default=5e-3, validator=positive)
     weight_decay: float = attrs.field(default=1e-4, validator=v.ge(0.0))
     eval_samples: int = attrs.field(default=20000, validator=[v.instance_of(int), v.ge(1)])
+    recipe: str = added_field("gbmi", validator=v.in_(RECIPES))
 
 
-#: The peer's two sizes, as overrides of the default.
+#: The peer's two sizes, as overrides of the default; each also trained by the peer's own recipe.
 PRESETS = {
     "induction-6": {},
     "induction-8": {"n": 8},
+    "induction-6-peer": {"recipe": "peer", "lr": 3e-3},
+    "induction-8-peer": {"n": 8, "recipe": "peer", "lr": 3e-3},
 }
+
+#: The presets whose seed-0 models ship with the plugin.
+SHIPPED_PRESETS = ("induction-6", "induction-8")

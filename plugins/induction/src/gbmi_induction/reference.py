@@ -12,11 +12,11 @@ import pathlib
 from gbmi_core.models import ShippedModels
 
 from . import TASK
-from .config import PRESETS, InductionConfig
+from .config import PRESETS, SHIPPED_PRESETS, InductionConfig
 
 SHIPPED = ShippedModels(TASK, pathlib.Path(__file__).parent / "reference",
                         {f"{preset.replace('-', '_')}_seed_0.npz": InductionConfig(**overrides)
-                         for preset, overrides in PRESETS.items()})
+                         for preset, overrides in PRESETS.items() if preset in SHIPPED_PRESETS})
 
 
 def load_reference_model(name: str = "induction_6_seed_0.npz"):
