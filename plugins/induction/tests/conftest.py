@@ -76,14 +76,15 @@ def save_plain(model, path):
 
 
 @functools.lru_cache(maxsize=None)
-def _trained_weights(d, n, seed, steps):
+def _trained_weights(d, n, seed, steps, recipe):
     from gbmi_induction.train import train
 
-    config = InductionConfig(d=d, n=n, d_model=16, d_head=8, seed=seed, steps=steps, eval_samples=512)
+    config = InductionConfig(d=d, n=n, d_model=16, d_head=8, seed=seed, steps=steps, eval_samples=512, recipe=recipe,
+                             **({"lr": 3e-3} if recipe == "peer" else {}))
     return lens.canonical_state(train(config, progress=False).model)
 
 
-def trained_model(d, n, seed=0, steps=1500):
-    """A small model trained by our recipe (once per process and configuration)."""
+def trained_model(d, n, seed=0, steps=1500, recipe="gbmi"):
+    """A small model trained by our recipe or the peer's (once per process and configuration)."""
     model = build_model(InductionConfig(d=d, n=n, d_model=16, d_head=8, seed=seed))
-    return lens.load_state(model, _trained_weights(d, n, seed, steps))
+    return lens.load_state(model, _trained_weights(d, n, seed, steps, recipe))

@@ -50,12 +50,13 @@ def test_random_and_sharpened_models_are_never_over_proved(d, n, seed, scale, qk
     assert_sound(random_model(d, n, seed=seed, scale=scale, qk_scale=qk, biases=biases))
 
 
-@pytest.mark.parametrize("d, n, seed", [(8, 5, 0), (7, 6, 1), (10, 6, 2)])
-def test_trained_models_are_proved_soundly_and_well(d, n, seed):
-    model = trained_model(d, n, seed=seed)
+@pytest.mark.parametrize("d, n, seed, recipe", [(8, 5, 0, "gbmi"), (7, 6, 1, "gbmi"), (10, 6, 2, "gbmi"),
+                                                (8, 5, 0, "peer"), (9, 6, 1, "peer")])
+def test_trained_models_are_proved_soundly_and_well(d, n, seed, recipe):
+    model = trained_model(d, n, seed=seed, recipe=recipe)
     proved, true = assert_sound(model)
-    assert true == d * (d - 1) * (n - 2)  # our recipe learns the task
-    assert proved > 0
+    assert true == d * (d - 1) * (n - 2)  # both recipes learn the task
+    assert proved >= 0.5 * true
 
 
 def _certificate(found: dict) -> Certificate:
@@ -87,7 +88,7 @@ def test_the_shipped_model(reference_model):
     assert_expected_inline(
         f"pairs {bound.correct_count}/{bound.total_count} groups {bound.extra['groups_proved']}; "
         f"crude {crude.correct_count} groups {crude.extra['groups_proved']}",
-        """pairs 2070432/2096640 groups 948; crude 2009280 groups 920""")
+        """pairs 2074800/2096640 groups 950; crude 2013648 groups 922""")
 
 
 def test_a_root_check_takes_each_weight_at_the_end_that_bounds_f_from_above():

@@ -13,17 +13,22 @@ function of the **pair** ``(u, v) = (x_{j-1}, x_j)``:
    gaps.  Atom-by-pair score bounds: ``[q, (t, k), u, v, j]``, ``d^4 n^2`` entries.
 3. :func:`_prove`, per group ``(q, i, a)`` (query token, match position, answer; ``d (d-1) (n-2)`` groups
    of ``(d-2)!/(d-n+1)!`` inputs): positions ``i`` and ``n-1`` hold ``q``, ``i+1`` holds ``a``, the others
-   distinct *distractors*.  For each other key ``j`` and each pair it can hold, the query row's average of
-   the atom gaps is bounded with that pair's tokens fixed in the query row too (:class:`_Row`: known keys
-   exactly, the other distractors by Dinkelbach's method for fractional programs, whose roots are the
-   certificate); the largest over pairs bounds ``s_j - s_{i+1}``.  Layer 1's attention on ``i+1`` follows,
+   distinct *distractors*.  The answer key's score ``atom · K_{i+1}`` is bounded below per atom through its
+   own layer-0 row (``a`` at ``i+1``, ``q`` at ``i``, distractors before, and the atom's token at the atom's
+   position), and the query's own key ``atom · K_{n-1}`` above through the query's row with the atom's token
+   at its position (the query and its own key read the same row).  For each other key ``j`` and each pair
+   it can hold, the query row's average of the atom gaps is bounded with that pair's tokens fixed in the
+   query row too (:class:`_Row`: known keys exactly, the other distractors by Dinkelbach's method for
+   fractional programs, whose roots are the certificate); the largest over pairs bounds ``s_j - s_{i+1}``.  Layer 1's attention on ``i+1`` follows,
    and the logit margin ``logit[a] - logit[x]`` is bounded by the direct path, the answer's value and a
    small LP over the other keys' attention, in which at most one distractor holds ``x`` (and that one's
    attention cap is the one of a key holding ``x``).  A group whose bound is positive for every ``x`` is
    proved, with all its inputs.
 
 Relaxations (each can only lower the bound): distractors need not be distinct from each other except
-where a pair fixes them; the remainder of a layer-0 row ranges over every token at every earlier position;
+where a pair or an atom fixes them; the query's row and each key's row choose their distractors apart (a
+token is one choice in the input); in the rows of keys other than ``i+1`` and ``n-1``, the remainder ranges
+over every token at every earlier position;
 values of distractor pairs are taken at their worst over tokens other than ``a`` (and ``x``).  Every
 number is computed in outward-rounded intervals (:mod:`gbmi_core.certified`).
 
@@ -132,30 +137,33 @@ class _Row:
 
     Axes ``[q, a, u, v]`` (each of size ``d`` or 1): ``known`` maps a position to its token grid (broadcast
     over those axes); every other position in ``free`` holds a distractor, a token ``allowed[..., t]``.
+    ``S`` is the scores of the row's position (``[own token, key token, key position]``); ``own`` is the
+    grid of the row's own token (the query's ``q`` by default; ``a`` for the answer key's row).
     :meth:`average_hi` bounds ``Σ_k c_k g(x_k, k)`` from above.  With ``W`` and ``m`` the known keys' total
     weight and weighted mean, the largest average over the free keys' tokens is the root ``λ*`` of
-    ``F(λ) = W (m - λ) + Σ_k max_t w_tk (g_tk - λ)`` (decreasing in λ): a few Dinkelbach steps in plain floats
-    find it, and ``F(λ) <= 0`` checked with outward rounding proves ``λ >= λ*``.  Where the check fails
+    ``F(λ) = W (m - λ) + Σ_k max_t w_tk (g_tk - λ)`` (decreasing in λ): Dinkelbach steps in plain floats
+    find it (each step's λ is an attained average, so they rise to the root; they stop when λ stays), and ``F(λ) <= 0`` checked with outward rounding proves ``λ >= λ*``.  Where the check fails
     (or ``steps=0``), a cruder bound holds: the free keys' share at most its worst, their values at most
     their largest."""
 
     def __init__(self, S: Interval, known: dict, free: list[int], allowed: torch.Tensor,
-                 lambdas: Lambdas | None = None):
+                 lambdas: Lambdas | None = None, own: torch.Tensor | None = None):
         d = S.shape[0]
         self.lambdas = lambdas
         self.d = d
         self.known = sorted(known)
         self.tokens = [known[k] for k in self.known]
         self.free = free
-        qg = torch.arange(d).reshape(d, 1, 1, 1)
-        shape = torch.broadcast_shapes(qg.shape, *[t.shape for t in self.tokens])
-        scores = Interval.stack([S[qg, t, k].expand(shape) for k, t in zip(self.known, self.tokens)], -1)
+        # The row's own token (a grid over the lead axes): the query's q unless a key's row is meant.
+        own = torch.arange(d).reshape(d, 1, 1, 1) if own is None else own
+        shape = torch.broadcast_shapes(own.shape, *[t.shape for t in self.tokens])
+        scores = Interval.stack([S[own, t, k].expand(shape) for k, t in zip(self.known, self.tokens)], -1)
         top = scores.lo.amax(-1, keepdim=True)  # an exact shift
         self.weights = (scores - top).exp()  # [*lead, K]
         self.total = self.weights.sum(-1)
         self.allowed = allowed  # [*lead, t]
         # Each free key's weight, both ends: F(λ) takes w at the end that bounds w (g - λ) from above.
-        self.free_weight = [(S[:, :, k].reshape(d, 1, 1, 1, d) - top).exp() for k in free]
+        self.free_weight = [(S[own, :, k] - top).exp() for k in free]
 
     def _pick(self, g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``g [B_q, B_a, B_u, B_v, d, *F]`` at token grid ``t`` -> ``[*lead, *F]``."""
@@ -184,7 +192,7 @@ class _Row:
         share = (1 + unknown / total).reciprocal().lo
         others = torch.stack(torch.broadcast_tensors(*[gk.amax(4) for _, gk in keys]), -1).amax(-1)
         crude = mixture_bounds(share, mix.hi, mix.hi, others, others)[1]
-        steps = (self.lambdas.steps if self.lambdas is not None else 2) if steps is None else steps
+        steps = (self.lambdas.steps if self.lambdas is not None else 32) if steps is None else steps
         if steps == 0:
             return crude
         if extra or floor == -_INF:
@@ -212,9 +220,11 @@ class Lambdas:
     them.  Search records them (``arrays=None``); verification replays them and only checks ``F(λ) <= 0``.  A
     missing, extra or misshapen array is no error: that bound falls back to the crude one (sound, weaker)."""
 
-    def __init__(self, arrays=None, steps: int = 2, check: bool = True):
+    def __init__(self, arrays=None, steps: int = 32, check: bool = True):
         self.replay = arrays is not None
-        self.check = check  # False while searching: the roots are wanted, not the bounds
+        # False while searching: the roots are wanted, not the margins (each root's bound is still taken, as
+        # later problems, the gaps of the answer key's atoms, are built on earlier ones)
+        self.check = check
         self.arrays = [torch.as_tensor(a, dtype=torch.float64) for a in (arrays or [])]
         self.found: list[torch.Tensor] = []
         self.steps = steps
@@ -238,8 +248,8 @@ def _dinkelbach(numerator: Interval, total: Interval, keys: list, allowed: torch
     given = lambdas.take(crude.shape) if lambdas is not None else None
     if given is not None:
         return _check(numerator, total, keys, allowed, crude, given, dim)
-    lam = (numerator / total).mid
-    for _ in range(steps):
+    lam = (numerator / total).mid  # the known keys' mean, not attained: the first step may fall below it
+    for step_index in range(steps):  # then each λ is an attained average: it rises to the root, or stays
         num, den = numerator.mid, total.mid
         for w, gk in keys:
             gain = torch.where(allowed, w.hi * (gk - lam.unsqueeze(dim)), -_INF)
@@ -247,12 +257,16 @@ def _dinkelbach(numerator: Interval, total: Interval, keys: list, allowed: torch
             wk = w.hi.expand_as(gain).gather(dim, best).squeeze(dim)
             num = num + wk * gk.expand_as(gain).gather(dim, best).squeeze(dim)
             den = den + wk
-        lam = num / den
+        step = num / den
+        if step_index == 0:
+            lam = step
+            continue
+        if not (step > lam + 1e-12 * (1 + lam.abs())).any():
+            break
+        lam = torch.maximum(lam, step)
     lam = lam + 1e-9 * (1 + lam.abs())
     if lambdas is not None:
         lambdas.found.append(lam)
-        if not lambdas.check:
-            return crude
     return _check(numerator, total, keys, allowed, crude, lam, dim)
 
 
@@ -303,14 +317,14 @@ def _roles(n: int, i: int) -> list[str]:
     return ["q" if j in (i, n - 1) else "a" if j == i + 1 else "D" for j in range(n)]
 
 
-def search(model, steps: int = 2) -> dict:
-    """The certificate: every Dinkelbach root λ the verification will check (``steps`` iterations each)."""
+def search(model, steps: int = 32) -> dict:
+    """The certificate: every Dinkelbach root λ the verification will check (at most ``steps`` iterations each)."""
     lambdas = Lambdas(None, steps, check=False)
     _prove(model, lambdas)  # records the roots in lambdas.found
     return {f"lambda_{index:04d}": lam.numpy() for index, lam in enumerate(lambdas.found)} | {"steps": steps}
 
 
-def verify(model, certificate=None, steps: int = 2) -> Bound:
+def verify(model, certificate=None, steps: int = 32) -> Bound:
     """Count the inputs of every group ``(q, i, a)`` whose logit-margin bound is positive.
 
     With a certificate (from :func:`search`) its λ are only checked; without one they are searched here."""
@@ -322,7 +336,7 @@ def verify(model, certificate=None, steps: int = 2) -> Bound:
     return _prove(model, Lambdas(arrays, steps))[0]
 
 
-def group_map(model, steps: int = 2) -> torch.Tensor:
+def group_map(model, steps: int = 32) -> torch.Tensor:
     """Which groups ``(q, i, a)`` the proof proves: ``[d, n-2, d]`` booleans."""
     return _prove(model, Lambdas(None, steps))[1]
 
@@ -338,7 +352,10 @@ def _prove(model, lambdas: Lambdas) -> tuple[Bound, torch.Tensor]:
     # The query's own key (position n-1) shares the query's row: atom · (EK_q + Σ_l c_l OK(x_l, l)).
     atoms = T.EQ[:, n - 1][:, None] + T.OQ.reshape(d * n, H)[None]  # [q, (t, k), H]
     AEK = (atoms * T.EK[:, n - 1][:, None]).sum(-1).hi.reshape(d, d, n)  # [q, t, k]
-    AOK = matmul(atoms.reshape(-1, H), T.OK.reshape(d * n, H).T).hi.reshape(d, d * n, d, n)  # [q, A, t', l]
+    AOK_iv = matmul(atoms.reshape(-1, H), T.OK.reshape(d * n, H).T)
+    AOK = AOK_iv.hi.reshape(d, d * n, d, n)  # [q, A, t', l]
+    AOK_lo = AOK_iv.lo.reshape(d, d * n, d, n)
+    AEK_all = matmul(atoms.reshape(-1, H), T.EK.reshape(d * n, H).T).lo.reshape(d, d * n, d, n)  # [q, A, v, j]
     # Values and the direct path as differences logit[a] - logit[x], lower ends: F = (a, x).
     eye = torch.eye(d, dtype=torch.bool)
     if lambdas.check:
@@ -365,9 +382,37 @@ def _prove(model, lambdas: Lambdas) -> tuple[Bound, torch.Tensor]:
         row = _Row(S_query, known, free, base, lambdas)
         target = s_lo6[:, :, :, qg[:, :, 0, 0], ag[:, :, 0, 0], i + 1]  # [q, t, k, q', a] -> pick q' = q below
         target = target[tokens, :, :, tokens].permute(0, 3, 1, 2)  # [q, a, t, k]: lower ends of atom · K_{i+1}
+        # The same from the key's own row: a at i+1, q at i, distractors (never q or a) before, by Dinkelbach;
+        # for the atom (t, k) with k a distractor before i, that row holds t at k too.
+        exact = torch.empty(d, d, d, n, dtype=torch.float64)  # [q, a, t, k]
+        for k in range(n):
+            if k < i:
+                rest = [f for f in range(i) if f != k]
+                answer_row = _Row(T.S0[:, i + 1], {i: qg, i + 1: ag, k: ug}, rest, base & (t_ != ug[..., None]),
+                                  lambdas, own=ag)
+                exact[..., k] = answer_row.average_lo(
+                    lambda m, k=k: AOK_lo[:, tokens * n + k, :, m][:, None, :, None])[:, :, :, 0]
+            else:
+                answer_row = _Row(T.S0[:, i + 1], {i: qg, i + 1: ag}, list(range(i)), base, lambdas, own=ag)
+                exact[..., k] = answer_row.average_lo(
+                    lambda m, k=k: AOK_lo[:, tokens * n + k, :, m].permute(0, 2, 1)[:, None, None, None])[:, :, 0, 0]
+        exact = (Interval.exact(exact) + Interval.exact(AEK_all[:, :, :, i + 1].permute(0, 2, 1)
+                                                       .reshape(d, d, d, n))).lo
+        target = torch.maximum(target, exact)
         # Layer 1's attention on i+1: each other key's score gap, averaged over the query's row.
-        own_key = row.average_hi(lambda k: AOK[..., k].permute(0, 2, 1)[:, None, None, None], steps=0)  # [q, a, 1, 1, A]
-        own_key = own_key[:, :, 0, 0].reshape(d, d, d, n) + AEK[:, None]  # [q, a, t, k]
+        # The query's own key is read through the same row as its query: for the atom (t, k), the row at k
+        # holds t.  Known positions: one token, the row as it is; a distractor position k: t fixed there.
+        own_key = torch.empty(d, d, d, n, dtype=torch.float64)  # [q, a, t, k]
+        for k in range(n):
+            if k in free:
+                rest = [f for f in free if f != k]
+                atom_row = _Row(S_query, known | {k: ug}, rest, base & (t_ != ug[..., None]), lambdas)
+                own_key[..., k] = atom_row.average_hi(
+                    lambda m, k=k: AOK[:, tokens * n + k, :, m][:, None, :, None])[:, :, :, 0]
+            else:
+                own_key[..., k] = row.average_hi(
+                    lambda m, k=k: AOK[:, tokens * n + k, :, m].permute(0, 2, 1)[:, None, None, None])[:, :, 0, 0]
+        own_key = (Interval.exact(own_key) + Interval.exact(AEK[:, None])).hi
         gaps, holder_gap = [], {}
         for j in range(n):
             if j == i + 1:

@@ -76,8 +76,8 @@ def gbmi_proof_strategies():
         StrategySpec(task=TASK, name="pair-bounds",
                      summary="Bounds per adjacent token pair and per group (q, i, a); the query's row "
                              "by Dinkelbach roots (the certificate).",
-                     verify=lazy(f"{_HERE}.pairs:verify", steps=2), search=lazy(f"{_HERE}.pairs:search", steps=2),
-                     short_name="pairs", search_version="1", options={"steps": 2}, certificate=_roots_schema(),
+                     verify=lazy(f"{_HERE}.pairs:verify", steps=32), search=lazy(f"{_HERE}.pairs:search", steps=32),
+                     short_name="pairs", search_version="2", options={"steps": 32}, certificate=_roots_schema(),
                      **pairs),
         StrategySpec(task=TASK, name="pair-bounds-crude",
                      summary="As pair-bounds, with the query row's distractor keys bounded crudely "
