@@ -8,7 +8,7 @@ import torch
 from expecttest import assert_expected_inline
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gbmi_core import Certificate
+from gbmi_core import Certificate, lens
 from gbmi_core.flops import count_flops
 from gbmi_induction import pairs
 from gbmi_induction.brute_force import CORRECT, brute_force, classify
@@ -109,3 +109,44 @@ def test_a_root_check_takes_each_weight_at_the_end_that_bounds_f_from_above():
     out = _check(Interval.exact(0 * one), Interval.exact(one), [(w, -one.reshape(1, 1))],
                  torch.ones(1, 1, dtype=torch.bool), crude, torch.tensor([-0.45], dtype=torch.float64), 1)
     assert float(out) == -0.45  # a root above the maximum is accepted
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), keys=st.integers(1, 3), spread=st.sampled_from([0.1, 1.0, 10.0]))
+def test_dinkelbach_reaches_the_largest_average_and_never_goes_below_it(seed, keys, spread):
+    """Known keys with weight W and weighted sum N, free keys each choosing one of 5 (weight, value) pairs:
+    the bound is at least the largest average over every choice, and (run to its root) at most a hair above."""
+    import itertools
+
+    from gbmi_core.certified import Interval
+    from gbmi_induction.pairs import _dinkelbach
+
+    generator = np.random.default_rng(seed)
+    W = float(generator.uniform(0.1, 2.0))
+    N = W * float(generator.normal(0, spread))
+    weights = generator.uniform(0.0, 3.0, (keys, 5))
+    values = generator.normal(0, spread, (keys, 5))
+    allowed = torch.from_numpy(generator.uniform(size=(1, 5)) < 0.8)
+    allowed[0, 0] = True
+    best = max((N + sum(weights[k, c[k]] * values[k, c[k]] for k in range(keys))) /
+               (W + sum(weights[k, c[k]] for k in range(keys)))
+               for c in itertools.product(*[np.flatnonzero(allowed[0].numpy())] * keys))
+    free = [(Interval.exact(torch.from_numpy(weights[k:k + 1])), torch.from_numpy(values[k:k + 1])) for k in range(keys)]
+    crude = torch.full((1,), 1e9, dtype=torch.float64)
+    bound = float(_dinkelbach(Interval.exact(torch.tensor([N], dtype=torch.float64)),
+                              Interval.exact(torch.tensor([W], dtype=torch.float64)), free, allowed, crude, 32, 1))
+    assert best <= bound <= best + 1e-6 * (1 + abs(best))
+
+
+def test_a_perturbed_peer_model_is_never_over_proved():
+    """A model trained by the peer's recipe, then its weights jittered and its layer-0 scores softened:
+    rows spread, near-ties appear, and every group the proof claims is still right on every input."""
+    model = trained_model(8, 5, seed=0, recipe="peer")
+    generator = torch.Generator().manual_seed(7)
+    with lens.editing(model) as w:
+        for name in lens.parameter_names(lens.architecture(model)):
+            if name.rsplit(".", 1)[1].startswith("W_"):
+                w[name].add_(0.05 * w[name].std() * torch.randn(w[name].shape, generator=generator))
+        w["blocks.0.attn.W_Q"].mul_(0.6)
+    proved, _ = assert_sound(model)
+    assert proved > 0
