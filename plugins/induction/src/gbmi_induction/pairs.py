@@ -19,11 +19,12 @@ function of the **pair** ``(u, v) = (x_{j-1}, x_j)``:
    at its position (the query and its own key read the same row).  For each other key ``j`` and each pair
    it can hold, the query row's average of the atom gaps is bounded with that pair's tokens fixed in the
    query row too (:class:`_Row`: known keys exactly, the other distractors by Dinkelbach's method for
-   fractional programs, whose roots are the certificate); the largest over pairs bounds ``s_j - s_{i+1}``.  Layer 1's attention on ``i+1`` follows,
-   and the logit margin ``logit[a] - logit[x]`` is bounded by the direct path, the answer's value and a
-   small LP over the other keys' attention, in which at most one distractor holds ``x`` (and that one's
-   attention cap is the one of a key holding ``x``).  A group whose bound is positive for every ``x`` is
-   proved, with all its inputs.
+   fractional programs, whose roots are the certificate); the largest over pairs bounds ``s_j - s_{i+1}``.
+   The logit margin ``logit[a] - logit[x]`` is then the direct path plus the answer's value plus the
+   attention-weighted average of the other keys' values less the answer's, at its least over the rows
+   whose ratios ``b_j / b_{i+1}`` stay within ``exp(s_j - s_{i+1})`` (:func:`_worst_average`, exact), with
+   at most one distractor holding ``x`` (and that one's ratio is the one of a key holding ``x``).  A group
+   whose bound is positive for every ``x`` is proved, with all its inputs.
 
 Relaxations (each can only lower the bound): distractors need not be distinct from each other except
 where a pair or an atom fixes them; the query's row and each key's row choose their distractors apart (a
@@ -42,7 +43,7 @@ import math
 import torch
 
 from gbmi_core import Bound
-from gbmi_core.attention import mixture_bounds, softmax_weight_lower
+from gbmi_core.attention import mixture_bounds
 from gbmi_core.certified import Interval, check_floating_point, matmul
 
 from .model import Tables, tables
@@ -280,21 +281,27 @@ def _check(numerator: Interval, total: Interval, keys: list, allowed: torch.Tens
     return torch.where(F.hi <= 0, torch.minimum(lam, crude), crude)
 
 
-def _worst_spread(gap: torch.Tensor, caps: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
-    """A rigorous lower bound on ``min Σ_j b_j gap_j`` over ``0 <= b_j <= caps_j``, ``Σ_j b_j <= budget``.
+def _worst_average(gap: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """A rigorous lower bound on ``min Σ_j r_j gap_j / (1 + Σ_j r_j)`` over ``0 <= r_j <= ratio_j``.
 
-    ``gap [..., J]`` (lower bounds), ``caps [..., J]``, ``budget [...]``.  The minimum fills the most negative
-    gaps first up to their caps (a fractional knapsack).  The masses are rounded up (relative 1e-9, absolute
-    1e-12, far above float64's error in the running sums), which only lowers the result since the gaps that
-    get mass are negative; products and sums are rounded outward."""
+    With ``r_j = b_j / b_t`` (layer 1's attention on key ``j`` over its attention on the answer's key), this
+    is ``Σ_j b_j gap_j`` over the attention rows that the score-gap bounds allow.  A fractional program whose
+    minimum ``λ*`` takes ``r_j = ratio_j`` exactly where ``gap_j < λ*``, so it is attained on a prefix of the
+    gaps in increasing order: every prefix is evaluated (outward-rounded) and the least kept.  ``gap [..., J]``
+    (lower bounds; positive ones are lowered to 0), ``ratio [..., J]`` (upper bounds; an infinite ratio gives
+    ``-inf``, nothing proved)."""
     gap = torch.minimum(gap, torch.zeros_like(gap))
     order = gap.argsort(-1)
     g = gap.gather(-1, order)
-    c = caps.expand_as(gap).gather(-1, order)
-    before = c.cumsum(-1) - c
-    mass = torch.minimum(c, budget[..., None] - before).clamp(min=0.0)
-    mass = mass * (1 + 1e-9) + 1e-12
-    return (Interval.exact(mass) * Interval.exact(g)).sum(-1).lo
+    r = ratio.expand_as(gap).gather(-1, order)
+    best = torch.zeros(gap.shape[:-1], dtype=torch.float64)
+    numerator = Interval.exact(torch.zeros_like(best))
+    denominator = Interval.exact(torch.ones_like(best))
+    for k in range(gap.shape[-1]):
+        numerator = numerator + Interval.exact(r[..., k]) * Interval.exact(g[..., k])
+        denominator = denominator + Interval.exact(r[..., k])
+        best = torch.minimum(best, (numerator / denominator).lo)
+    return torch.nan_to_num(best, nan=-_INF)
 
 
 def _over_pairs(table: torch.Tensor, excluded_u: torch.Tensor, excluded_v: torch.Tensor, reduce: str) -> dict:
@@ -453,7 +460,6 @@ def _prove(model, lambdas: Lambdas) -> tuple[Bound, torch.Tensor]:
             row.average_lo(lambda k: OD_ax[None, :, None, None, :, :, k])[:, :, 0, 0])).lo
         if not lambdas.check:  # searching: every root is found
             continue
-        beta = softmax_weight_lower(torch.zeros(d, d, dtype=torch.float64), deltas)
         # Values: the answer's, and each other position's at its worst, for every wrong output x.  At most
         # one distractor holds x (they are distinct, and none is q).  Candidates: no position holds x (every
         # position's value is that of a key not holding x), or distractor position h does (its value and its
@@ -462,7 +468,7 @@ def _prove(model, lambdas: Lambdas) -> tuple[Bound, torch.Tensor]:
         positions = [j for j in range(n) if j != i + 1]
         no_x = torch.stack([_pair_value(value_not_x, v_ax, roles, j, q_, a_) for j in positions], -1)  # [q,a,x,J]
         no_x[..., -1] = own
-        caps = Interval.exact(deltas).exp().hi.clamp(max=1.0)[:, :, None].expand_as(no_x)  # b_j <= e^(s_j - s_t) b_t
+        caps = Interval.exact(deltas).exp().hi[:, :, None].expand_as(no_x)  # b_j <= e^(s_j - s_t) b_t
         values, limits = [no_x], [caps]
         x_is_q = tokens[None, None, :] == q_[..., None]  # [q, a, x]: no distractor holds q
         for index, j in enumerate(positions):
@@ -472,11 +478,11 @@ def _prove(model, lambdas: Lambdas) -> tuple[Bound, torch.Tensor]:
             values.append(no_x.clone())
             values[-1][..., index] = held
             limits.append(caps.clone())
-            limits[-1][..., index] = Interval.exact(holder_gap[j]).exp().hi.clamp(max=1.0)
+            limits[-1][..., index] = Interval.exact(holder_gap[j]).exp().hi
         values, limits = torch.stack(values, -2), torch.stack(limits, -2)  # [q, a, x, candidates, J]
-        budget = (1 - Interval.exact(beta)).hi  # Σ_{j != i+1} b_j <= 1 - β
-        spread = _worst_spread(values - answer_value[..., None, None], limits,
-                               budget[:, :, None, None]).amin(-1)  # [q, a, x]
+        # logit[a] - logit[x] >= direct + answer + Σ_j b_j (value_j - answer), b the layer-1 attention
+        gaps_ax = (Interval.exact(values) - Interval.exact(answer_value[..., None, None])).lo
+        spread = _worst_average(gaps_ax, limits).amin(-1)  # [q, a, x]
         margin = (Interval.exact(direct) + answer_value + spread).lo  # [q, a, x]
         margin = margin.masked_fill(eye[None].expand_as(margin), _INF)  # x = a is no competitor
         group_ok[:, i] = (margin > 0).all(-1) & ~eye
