@@ -143,9 +143,10 @@ class _Row:
     :meth:`average_hi` bounds ``Σ_k c_k g(x_k, k)`` from above.  With ``W`` and ``m`` the known keys' total
     weight and weighted mean, the largest average over the free keys' tokens is the root ``λ*`` of
     ``F(λ) = W (m - λ) + Σ_k max_t w_tk (g_tk - λ)`` (decreasing in λ): Dinkelbach steps in plain floats
-    find it (each step's λ is an attained average, so they rise to the root; they stop when λ stays), and ``F(λ) <= 0`` checked with outward rounding proves ``λ >= λ*``.  Where the check fails
-    (or ``steps=0``), a cruder bound holds: the free keys' share at most its worst, their values at most
-    their largest."""
+    find it (each step's λ is an attained average, so they rise to the root; they stop when λ stays), and
+    ``F(λ) <= 0`` checked with outward rounding proves ``λ >= λ*``.  Where the check fails (or
+    ``steps=0``), a cruder bound holds: the free keys' share at most its worst, their values at most their
+    largest."""
 
     def __init__(self, S: Interval, known: dict, free: list[int], allowed: torch.Tensor,
                  lambdas: Lambdas | None = None, own: torch.Tensor | None = None):
