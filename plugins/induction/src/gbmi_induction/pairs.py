@@ -51,6 +51,8 @@ from .model import Tables, tables
 _INF = float("inf")
 #: Score gaps whose crude bound is below this are not refined: exp(-12) of attention is negligible here.
 _FLOOR = -12.0
+#: At most this many Dinkelbach steps per problem (they stop at the root, usually within a few).
+STEPS = 32
 
 
 def readout_bounds(T: Tables, fE: Interval, fO: Interval) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,7 +196,7 @@ class _Row:
         share = (1 + unknown / total).reciprocal().lo
         others = torch.stack(torch.broadcast_tensors(*[gk.amax(4) for _, gk in keys]), -1).amax(-1)
         crude = mixture_bounds(share, mix.hi, mix.hi, others, others)[1]
-        steps = (self.lambdas.steps if self.lambdas is not None else 32) if steps is None else steps
+        steps = (self.lambdas.steps if self.lambdas is not None else STEPS) if steps is None else steps
         if steps == 0:
             return crude
         if extra or floor == -_INF:
@@ -222,7 +224,7 @@ class Lambdas:
     them.  Search records them (``arrays=None``); verification replays them and only checks ``F(λ) <= 0``.  A
     missing, extra or misshapen array is no error: that bound falls back to the crude one (sound, weaker)."""
 
-    def __init__(self, arrays=None, steps: int = 32, check: bool = True):
+    def __init__(self, arrays=None, steps: int = STEPS, check: bool = True):
         self.replay = arrays is not None
         # False while searching: the roots are wanted, not the margins (each root's bound is still taken, as
         # later problems, the gaps of the answer key's atoms, are built on earlier ones)
@@ -282,6 +284,34 @@ def _check(numerator: Interval, total: Interval, keys: list, allowed: torch.Tens
     return torch.where(F.hi <= 0, torch.minimum(lam, crude), crude)
 
 
+def _by_atom(S: Interval, known: dict, free: list[int], allowed: torch.Tensor, table: torch.Tensor,
+             lambdas: Lambdas, upper: bool, own: torch.Tensor | None = None) -> torch.Tensor:
+    """For every query atom ``(t, k)``: a bound (above if ``upper``, else below) on ``Σ_m c_m table[q, (t, k),
+    x_m, m]`` over the row ``c`` that :class:`_Row` describes (``S``, ``known``, ``free``, ``allowed``,
+    ``own``), where the row holds ``t`` at ``k`` when ``k`` is one of its distractor positions (the atom's
+    token is the input's).  ``table [q, (t, k), token, position]`` -> ``[q, a, t, k]``."""
+    d, n = table.shape[0], table.shape[-1]
+    tokens = torch.arange(d)
+    ug, t_ = tokens.reshape(1, 1, d, 1), tokens.reshape(1, 1, 1, 1, d)
+    plain = _Row(S, known, free, allowed, lambdas, own=own)
+    out = torch.empty(d, d, d, n, dtype=torch.float64)
+    for k in range(n):
+        if k in free:  # t on the u axis, fixed at k and kept off the other distractors
+            row = _Row(S, known | {k: ug}, [f for f in free if f != k], allowed & (t_ != ug[..., None]), lambdas,
+                       own=own)
+
+            def g(m, k=k):
+                return table[:, tokens * n + k, :, m][:, None, :, None]
+        else:  # k holds a known token: the plain row, t as a trailing axis
+            row = plain
+
+            def g(m, k=k):
+                return table[:, tokens * n + k, :, m].permute(0, 2, 1)[:, None, None, None]
+        bound = row.average_hi(g) if upper else row.average_lo(g)
+        out[..., k] = bound[:, :, :, 0] if k in free else bound[:, :, 0, 0]
+    return out
+
+
 def _worst_average(gap: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
     """A rigorous lower bound on ``min Σ_j r_j gap_j / (1 + Σ_j r_j)`` over ``0 <= r_j <= ratio_j``.
 
@@ -325,14 +355,14 @@ def _roles(n: int, i: int) -> list[str]:
     return ["q" if j in (i, n - 1) else "a" if j == i + 1 else "D" for j in range(n)]
 
 
-def search(model, steps: int = 32) -> dict:
+def search(model, steps: int = STEPS) -> dict:
     """The certificate: every Dinkelbach root λ the verification will check (at most ``steps`` iterations each)."""
     lambdas = Lambdas(None, steps, check=False)
     _prove(model, lambdas)  # records the roots in lambdas.found
     return {f"lambda_{index:04d}": lam.numpy() for index, lam in enumerate(lambdas.found)} | {"steps": steps}
 
 
-def verify(model, certificate=None, steps: int = 32) -> Bound:
+def verify(model, certificate=None, steps: int = STEPS) -> Bound:
     """Count the inputs of every group ``(q, i, a)`` whose logit-margin bound is positive.
 
     With a certificate (from :func:`search`) its λ are only checked; without one they are searched here."""
@@ -344,7 +374,7 @@ def verify(model, certificate=None, steps: int = 32) -> Bound:
     return _prove(model, Lambdas(arrays, steps))[0]
 
 
-def group_map(model, steps: int = 32) -> torch.Tensor:
+def group_map(model, steps: int = STEPS) -> torch.Tensor:
     """Which groups ``(q, i, a)`` the proof proves: ``[d, n-2, d]`` booleans."""
     return _prove(model, Lambdas(None, steps))[1]
 
@@ -359,11 +389,8 @@ def _prove(model, lambdas: Lambdas) -> tuple[Bound, torch.Tensor]:
     S_query = T.S0[:, n - 1]  # [q, t, k]
     # The query's own key (position n-1) shares the query's row: atom · (EK_q + Σ_l c_l OK(x_l, l)).
     atoms = T.EQ[:, n - 1][:, None] + T.OQ.reshape(d * n, H)[None]  # [q, (t, k), H]
-    AEK = (atoms * T.EK[:, n - 1][:, None]).sum(-1).hi.reshape(d, d, n)  # [q, t, k]
-    AOK_iv = matmul(atoms.reshape(-1, H), T.OK.reshape(d * n, H).T)
-    AOK = AOK_iv.hi.reshape(d, d * n, d, n)  # [q, A, t', l]
-    AOK_lo = AOK_iv.lo.reshape(d, d * n, d, n)
-    AEK_all = matmul(atoms.reshape(-1, H), T.EK.reshape(d * n, H).T).lo.reshape(d, d * n, d, n)  # [q, A, v, j]
+    AOK = matmul(atoms.reshape(-1, H), T.OK.reshape(d * n, H).T).reshape(d, d * n, d, n)  # [q, A, t', l]
+    AEK = matmul(atoms.reshape(-1, H), T.EK.reshape(d * n, H).T).reshape(d, d * n, d, n)  # [q, A, v, j]
     # Values and the direct path as differences logit[a] - logit[x], lower ends: F = (a, x).
     eye = torch.eye(d, dtype=torch.bool)
     if lambdas.check:
@@ -390,37 +417,16 @@ def _prove(model, lambdas: Lambdas) -> tuple[Bound, torch.Tensor]:
         row = _Row(S_query, known, free, base, lambdas)
         target = s_lo6[:, :, :, qg[:, :, 0, 0], ag[:, :, 0, 0], i + 1]  # [q, t, k, q', a] -> pick q' = q below
         target = target[tokens, :, :, tokens].permute(0, 3, 1, 2)  # [q, a, t, k]: lower ends of atom · K_{i+1}
-        # The same from the key's own row: a at i+1, q at i, distractors (never q or a) before, by Dinkelbach;
-        # for the atom (t, k) with k a distractor before i, that row holds t at k too.
-        exact = torch.empty(d, d, d, n, dtype=torch.float64)  # [q, a, t, k]
-        for k in range(n):
-            if k < i:
-                rest = [f for f in range(i) if f != k]
-                answer_row = _Row(T.S0[:, i + 1], {i: qg, i + 1: ag, k: ug}, rest, base & (t_ != ug[..., None]),
-                                  lambdas, own=ag)
-                exact[..., k] = answer_row.average_lo(
-                    lambda m, k=k: AOK_lo[:, tokens * n + k, :, m][:, None, :, None])[:, :, :, 0]
-            else:
-                answer_row = _Row(T.S0[:, i + 1], {i: qg, i + 1: ag}, list(range(i)), base, lambdas, own=ag)
-                exact[..., k] = answer_row.average_lo(
-                    lambda m, k=k: AOK_lo[:, tokens * n + k, :, m].permute(0, 2, 1)[:, None, None, None])[:, :, 0, 0]
-        exact = (Interval.exact(exact) + Interval.exact(AEK_all[:, :, :, i + 1].permute(0, 2, 1)
+        # The same from the key's own row: a at i+1, q at i, distractors (never q or a) before, by Dinkelbach.
+        exact = _by_atom(T.S0[:, i + 1], {i: qg, i + 1: ag}, list(range(i)), base, AOK.lo, lambdas, upper=False,
+                         own=ag)
+        exact = (Interval.exact(exact) + Interval.exact(AEK.lo[:, :, :, i + 1].permute(0, 2, 1)
                                                        .reshape(d, d, d, n))).lo
         target = torch.maximum(target, exact)
-        # Layer 1's attention on i+1: each other key's score gap, averaged over the query's row.
-        # The query's own key is read through the same row as its query: for the atom (t, k), the row at k
-        # holds t.  Known positions: one token, the row as it is; a distractor position k: t fixed there.
-        own_key = torch.empty(d, d, d, n, dtype=torch.float64)  # [q, a, t, k]
-        for k in range(n):
-            if k in free:
-                rest = [f for f in free if f != k]
-                atom_row = _Row(S_query, known | {k: ug}, rest, base & (t_ != ug[..., None]), lambdas)
-                own_key[..., k] = atom_row.average_hi(
-                    lambda m, k=k: AOK[:, tokens * n + k, :, m][:, None, :, None])[:, :, :, 0]
-            else:
-                own_key[..., k] = row.average_hi(
-                    lambda m, k=k: AOK[:, tokens * n + k, :, m].permute(0, 2, 1)[:, None, None, None])[:, :, 0, 0]
-        own_key = (Interval.exact(own_key) + Interval.exact(AEK[:, None])).hi
+        # Layer 1's attention on i+1: each other key's score gap, averaged over the query's row.  The query's
+        # own key is read through the same row as its query.
+        own_key = _by_atom(S_query, known, free, base, AOK.hi, lambdas, upper=True)
+        own_key = (Interval.exact(own_key) + Interval.exact(AEK.hi[tokens, :, tokens, n - 1].reshape(d, 1, d, n))).hi
         gaps, holder_gap = [], {}
         for j in range(n):
             if j == i + 1:
