@@ -79,11 +79,22 @@ def write_bundle(directory, strategy, model, config, certificate, result, *, arc
     ``architecture``: for an imported model, the canonical config fields (gbmi_core.lens) it is rebuilt from (its
     task's ``build_model(config)`` may not reproduce it).  Every bundle records its model's architecture
     (the attention scale and its switch among it), covered by the model hash."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{strategy.name}{SUFFIX}"
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(bundle_bytes(strategy, model, config, certificate, result, architecture=architecture))
+    partial.replace(path)
+    return path
+
+
+def bundle_bytes(strategy, model, config, certificate, result, *, architecture=None) -> bytes:
+    """One proof bundle's bytes (what :func:`write_bundle` writes)."""
+    import io
+
     from .lens import architecture as architecture_of
     from .models import model_weights, weights_hash
 
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     weights = model_weights(model)
     plugin_info = strategy.registry.pm.infos.get(strategy.plugin)
     header = {
@@ -107,17 +118,14 @@ def write_bundle(directory, strategy, model, config, certificate, result, *, arc
     header["hashes"] = claim_hashes(header)
     arrays = {f"weights/{name}": value for name, value in weights.items()}
     arrays.update({f"certificate/{name}": np.asarray(value) for name, value in certificate.arrays.items()})
-    path = directory / f"{strategy.name}{SUFFIX}"
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as handle:
-        np.savez_compressed(handle, **{_HEADER: np.array(json.dumps(header, sort_keys=True))}, **arrays)
-    partial.replace(path)
-    return path
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{_HEADER: np.array(json.dumps(header, sort_keys=True))}, **arrays)
+    return buffer.getvalue()
 
 
-def _read(path: pathlib.Path) -> tuple[dict, dict, dict]:
+def _read(source, path) -> tuple[dict, dict, dict]:
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(source, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
         header = json.loads(str(arrays.pop(_HEADER)))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
@@ -150,8 +158,10 @@ def claim_problem(claimed: Any) -> str | None:
     return None
 
 
-def check(bundle, registry=None) -> CheckResult:
+def check(bundle, registry=None, *, name: str | None = None) -> CheckResult:
     """Re-run verification of one bundle and say whether it proves what the bundle claims.
+
+    ``bundle``: a path, or the bundle's bytes (then ``name`` says what to call it).
 
     Raises :class:`~gbmi_core.errors.GbmiError` when the file is not a bundle or names a task or strategy
     that no installed plugin provides; every other problem is a disagreement, with its reason.
@@ -162,8 +172,13 @@ def check(bundle, registry=None) -> CheckResult:
     from .records import Certificate
     from .registry import get_registry
 
-    path = pathlib.Path(bundle)
-    header, weights, arrays = _read(path)
+    import io
+
+    if isinstance(bundle, (bytes, bytearray)):
+        path, source = name or "<bundle>", io.BytesIO(bundle)
+    else:
+        path = source = pathlib.Path(bundle)
+    header, weights, arrays = _read(source, path)
     registry = registry or get_registry()
     for name in ("task", "strategy"):
         if not isinstance(header.get(name), str):
@@ -233,4 +248,4 @@ def check(bundle, registry=None) -> CheckResult:
                        claimed["correct_count"], bound.correct_count)
 
 
-__all__ = ["CheckResult", "FORMAT", "SUFFIX", "certificate_hash", "check", "claim_hashes", "claim_problem", "write_bundle"]
+__all__ = ["CheckResult", "FORMAT", "SUFFIX", "bundle_bytes", "certificate_hash", "check", "claim_hashes", "claim_problem", "write_bundle"]

@@ -85,8 +85,9 @@ _NO_TENSOR_WORK = {"plugins", "list-tasks", "list-strategies", "store", "results
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--store", type=click.Path(file_okay=False), envvar="GBMI_STORE", default=None,
-              help="Store directory (default: $GBMI_STORE, else ~/.local/share/gbmi/store).")
+@click.option("--store", envvar="GBMI_STORE", default=None, metavar="DIR|URL",
+              help="Store: a directory, an fsspec URL (s3://bucket/prefix), or a read-only archive (sweep.zip, "
+                   "zip::https://...); default: $GBMI_STORE, else ~/.local/share/gbmi/store.")
 @click.option("--max-memory", default=None, metavar="SIZE",
               help="Memory budget of a proof, e.g. 2G (default: $GBMI_MAX_MEMORY, else a quarter of free memory).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
@@ -264,44 +265,87 @@ def format_results(results, names=None) -> str:
 
 
 @main.command("check")
-@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("bundles", nargs=-1, required=True)
 @click.option("--independent", is_flag=True,
               help="Check with gbmi-check, the independent checker (numpy and FLINT only; shares no code with gbmi).")
+@click.option("--match", "pattern", default=None, metavar="GLOB",
+              help="From a store or archive, only the proofs whose name (bundles/TASK/MODEL/STRATEGY.gbmi-proof.npz) "
+                   "matches GLOB, e.g. '*/cubic.*'.")
 @click.pass_context
-def check_cmd(ctx, bundles, independent):
-    """Re-run verification (never search, never the store) of proof BUNDLES, files or folders of them.
+def check_cmd(ctx, bundles, independent, pattern):
+    """Re-run verification (never search) of proof BUNDLES: files, folders of them, or stores.
 
-    Prints agree or disagree per bundle; exits 1 if any disagrees.  With --independent, the bundles are
-    checked by gbmi-check in a separate process instead (it must be installed).
+    A store (a sweep.zip from `gbmi store export`, an s3:// URL, a store directory) is read in place: the
+    bundles it holds, or else one bundle per stored result, rebuilt in memory from its model, certificate and
+    result.  Prints agree or disagree per bundle; exits 1 if any disagrees.  With --independent, the bundles
+    are checked by gbmi-check in a separate process instead (it must be installed).
     """
+    import fnmatch
     import pathlib
 
     from .bundle import SUFFIX, check
+    from .objectstore import is_url
 
+    match = (lambda name: fnmatch.fnmatch(name, pattern)) if pattern else None
+    sources = []  # (name, path or bytes)
+    for given in bundles:
+        as_path = pathlib.Path(given)
+        if is_url(given) or (as_path.is_dir() and (as_path / "entries").is_dir()):
+            sources += _store_bundles(ctx, given, match)
+            continue
+        if not as_path.exists():
+            raise GbmiError(f"no such bundle, folder or store: {given}")
+        found = sorted(as_path.glob(f"*{SUFFIX}")) if as_path.is_dir() else [as_path]
+        if not found:
+            raise GbmiError(f"no proof bundle (*{SUFFIX}) in {given}")
+        sources += [(str(path), path) for path in found]
     if independent:
         import shutil
         import subprocess
         import sys
+        import tempfile
 
         if shutil.which("gbmi-check") is None and not _module_exists("gbmi_check"):
             raise GbmiError("--independent needs gbmi-check (pip install -e gbmi-check, or scripts/setup.sh)")
-        ctx.exit(subprocess.run([sys.executable, "-m", "gbmi_check", *bundles]).returncode)
+        with tempfile.TemporaryDirectory(prefix="gbmi-check-") as folder:
+            paths = []
+            for i, (name, source) in enumerate(sources):
+                if isinstance(source, bytes):  # from a store: written out for the other process
+                    path = pathlib.Path(folder) / f"{i:06d}-{name.replace('/', '__')}"
+                    path.write_bytes(source)
+                    source = path
+                paths.append(str(source))
+            ctx.exit(subprocess.run([sys.executable, "-m", "gbmi_check", *paths]).returncode)
     registry = _registry(ctx)
-    paths = []
-    for given in bundles:
-        given = pathlib.Path(given)
-        found = sorted(given.glob(f"*{SUFFIX}")) if given.is_dir() else [given]
-        if not found:
-            raise GbmiError(f"no proof bundle (*{SUFFIX}) in {given}")
-        paths += found
     failures = 0
-    for path in paths:
-        result = check(path, registry)
+    for name, source in sources:
+        result = check(source, registry, name=name)
         failures += not result.agree
-        click.echo(f"{path}: {result.message}")
+        click.echo(f"{name}: {result.message}")
     if failures:
-        click.echo(f"{failures} of {len(paths)} bundles disagree", err=True)
+        click.echo(f"{failures} of {len(sources)} bundles disagree", err=True)
         ctx.exit(1)
+
+
+def _store_bundles(ctx, location, match) -> list:
+    """The bundles a store holds, else one rebuilt per stored result (named, as bytes)."""
+    from .export import archived_bundles, stored_bundles
+    from .store import Store
+
+    store = Store(location)
+    if not store.present():
+        raise GbmiError(f"there is no store at {location}")
+    found = list(archived_bundles(store, match=match))
+    if found:
+        return found
+    for name, data, why in stored_bundles(_registry(ctx), store, match=match):
+        if data is None:
+            click.echo(f"{location}/{name}: skipped: {why}", err=True)
+        else:
+            found.append((f"{location}/{name}", data))
+    if not found:
+        raise GbmiError(f"the store at {location} holds no proof (no bundles, no results{' matching' if match else ''})")
+    return found
 
 
 def _module_exists(name: str) -> bool:
@@ -622,7 +666,7 @@ def store_info_cmd(ctx, as_json):
     from .memory import format_size
 
     store = _store(ctx)
-    if not store.root.exists():
+    if not store.present():
         raise GbmiError(f"there is no store at {store.root}")
     info = store.info()
     if as_json:
@@ -646,23 +690,46 @@ def store_info_cmd(ctx, as_json):
 @click.pass_context
 def store_gc_cmd(ctx, older_than, drop_corrupt, prefixes):
     """Remove what no entry refers to (left by killed or losing writers), and optionally prune entries."""
-    import shutil
-
     store = _store(ctx)
-    if not store.root.exists():
+    if not store.present():
         raise GbmiError(f"there is no store at {store.root}")
+    if store.read_only:
+        raise GbmiError(f"the store at {store.root} is read-only (an archive): there is nothing to tidy")
     deleted = 0
     for prefix in prefixes:
         for key in list(store.keys(prefix.strip("/"))):
             deleted += store.delete(key)
     removed = store.collect_garbage(older_than_s=older_than)
-    dropped = 0
-    if drop_corrupt and (store.root / ".corrupt").exists():
-        for path in (store.root / ".corrupt").iterdir():
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-            dropped += 1
+    dropped = store.drop_set_aside() if drop_corrupt else 0
     click.echo(f"deleted {deleted} entries, removed {removed} unreferenced objects or temporary files, "
                f"dropped {dropped} set-aside entries")
+
+
+@store_group.command("export")
+@click.argument("source", required=False, metavar="[DIR_OR_URL]")
+@click.option("--to", "target", required=True, type=click.Path(dir_okay=False), metavar="ARCHIVE.zip",
+              help="The archive to write (replaced whole if it exists).")
+@click.option("--bundles", is_flag=True, help="Also add one proof bundle per result (checkable alone, by gbmi-check).")
+@click.option("--cache", "with_cache", is_flag=True, help="Also export cache/ (intermediate tensors; recomputable).")
+@click.pass_context
+def store_export_cmd(ctx, source, target, bundles, with_cache):
+    """Write the models, certificates and results of a store (default: --store) into one zip archive, itself a
+    read-only store: `gbmi --store ARCHIVE.zip report TASK`, `gbmi check ARCHIVE.zip`."""
+    from .export import EXPORTED, export_store
+    from .memory import format_size
+    from .store import Store
+
+    store = Store(source) if source else _store(ctx)
+    counts = export_store(store, target, registry=_registry(ctx) if bundles else None, bundles=bundles,
+                          kinds=EXPORTED + (("cache",) if with_cache else ()), progress=True)
+    click.echo(f"wrote {target}: {counts['entries']} entries"
+               + (f", {counts['bundles']} bundles" if bundles else "")
+               + f", {format_size(counts['bytes'])}")
+    if counts["unreadable"]:
+        click.echo(f"{counts['unreadable']} corrupt entries were left out (set aside in the source)", err=True)
+    if counts["bundles_skipped"]:
+        click.echo(f"{counts['bundles_skipped']} results had no bundle (missing certificate, model or plugin)",
+                   err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -89,6 +89,29 @@ def checksum(arrays: Mapping[str, np.ndarray], attributes: Mapping[str, Any]) ->
     return hash_arrays(digest, arrays).hexdigest()
 
 
+def meta_for(key: str, arrays: Mapping[str, Any] | None, attributes: Mapping[str, Any] | None) -> tuple[dict, dict]:
+    """An entry's header (its key, attrs and checksums) and its arrays as numpy, names checked."""
+    arrays = {name: np.asarray(value) for name, value in (arrays or {}).items()}
+    for name in arrays:
+        _check_key(name)
+        if name == _HEADER:
+            raise StoreError(f"array name {_HEADER!r} is reserved")
+    attributes = json.loads(json.dumps(dict(attributes or {})))  # JSON-able, detached copy
+    meta = {"attrs": attributes, "key": key, _CHECKSUM: checksum(arrays, attributes),
+            _ATTRS_CHECKSUM: checksum({}, attributes)}
+    return meta, arrays
+
+
+def pack(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
+    """A packed entry's bytes: JSON when it has no arrays, else an ``.npz`` with the header member."""
+    if not arrays:
+        return json.dumps(meta, separators=(",", ":")).encode()
+    buffer = io.BytesIO()
+    header = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez_compressed(buffer, **arrays, **{_HEADER: header})
+    return buffer.getvalue()
+
+
 @attrs.frozen
 class Entry:
     """One entry read back: numpy arrays and JSON attrs."""
@@ -99,11 +122,31 @@ class Entry:
 
 
 class Store:
-    """A gbmi store rooted at a directory (created on first use)."""
+    """A gbmi store rooted at a directory (created on first use), or at an fsspec URL.
+
+    ``Store("s3://bucket/prefix")``, ``Store("sweep.zip")`` and other URLs give an
+    :class:`~gbmi_core.objectstore.ObjectStore` (same interface; archives are read-only)."""
+
+    read_only = False
+
+    def __new__(cls, root: str | os.PathLike | None = None):
+        from .objectstore import ObjectStore, is_url
+
+        location = root if root is not None else os.environ.get(STORE_ENV) or None
+        if cls is Store and is_url(location):
+            return super().__new__(ObjectStore)
+        return super().__new__(cls)
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = pathlib.Path(root).expanduser() if root is not None else default_store_path()
         self._ready = False
+
+    def __getnewargs__(self):  # pickled (to a worker) by location, rebuilt by __new__
+        return (str(self.root),)
+
+    def present(self) -> bool:
+        """Whether the store exists yet (a fresh one is created by its first write)."""
+        return self.root.exists()
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -140,25 +183,14 @@ class Store:
         arrays take at most :data:`PACKED_LIMIT` bytes)."""
         link = self._link(key)
         self._ensure()
-        arrays = {name: np.asarray(value) for name, value in (arrays or {}).items()}
-        for name in arrays:
-            _check_key(name)
-            if name == _HEADER:
-                raise StoreError(f"array name {_HEADER!r} is reserved")
-        attributes = json.loads(json.dumps(dict(attributes or {})))  # JSON-able, detached copy
-        meta = {"attrs": attributes, "key": key, _CHECKSUM: checksum(arrays, attributes),
-                _ATTRS_CHECKSUM: checksum({}, attributes)}
+        meta, arrays = meta_for(key, arrays, attributes)
         if packed is None:
             packed = sum(a.nbytes for a in arrays.values()) <= PACKED_LIMIT
         link.parent.mkdir(parents=True, exist_ok=True)
         temporary = link.parent / f".{link.name}.{uuid.uuid4().hex}.tmp"
         if packed:
             with open(temporary, "wb") as handle:
-                if arrays:
-                    header = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-                    np.savez_compressed(handle, **arrays, **{_HEADER: header})
-                else:
-                    handle.write(json.dumps(meta, separators=(",", ":")).encode())
+                handle.write(pack(meta, arrays))
         else:
             import zarr
 
@@ -255,6 +287,19 @@ class Store:
 
     def exists(self, key: str) -> bool:
         return os.path.lexists(self._link(key))
+
+    def set_aside_entries(self) -> list[str]:
+        """The entries set aside as corrupt (their names under ``.corrupt/``)."""
+        aside = self.root / ".corrupt"
+        return sorted(p.name for p in aside.iterdir()) if aside.exists() else []
+
+    def drop_set_aside(self) -> int:
+        """Delete the entries set aside as corrupt; returns how many."""
+        aside = self.root / ".corrupt"
+        paths = list(aside.iterdir()) if aside.exists() else []
+        for path in paths:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        return len(paths)
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         """All keys under ``prefix`` (sorted)."""
