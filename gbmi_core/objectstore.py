@@ -175,6 +175,27 @@ class ObjectStore(Store):
             self.set_aside(key, str(error))
             return None
 
+    def get_many(self, keys: list[str]) -> dict[str, Entry | None]:
+        """Several entries in one batch of concurrent requests (one GET each, in parallel on S3)."""
+        paths = {self._entry_path(key): key for key in keys}
+        if not paths:
+            return {}
+        fetched = self.fs.cat(list(paths), on_error="return")
+        found: dict[str, Entry | None] = {}
+        for path, key in paths.items():
+            data = fetched.get(path, fetched.get("/" + path))
+            if isinstance(data, (FileNotFoundError, IsADirectoryError)) or data is None:
+                found[key] = None
+            elif isinstance(data, BaseException):
+                raise StoreError(f"cannot read {key!r} from the store at {self.location}: {data}")
+            else:
+                try:
+                    found[key] = self._unpack(key, data)
+                except CorruptEntry as error:
+                    self.set_aside(key, str(error))
+                    found[key] = None
+        return found
+
     def _unpack(self, key: str, data: bytes) -> Entry:
         try:
             if data[:2] == b"PK":

@@ -60,8 +60,7 @@ def collect(registry, task: str, store, config) -> list[Row]:
         seed = attributes.get("config", {}).get("seed")
         model_hash = attributes["model_hash"]
         results = {}
-        for result_key in store.keys(f"results/{task}/{model_hash}"):
-            stored = store.get(result_key)
+        for stored in store.get_many(list(store.keys(f"results/{task}/{model_hash}"))).values():
             if stored is not None:
                 result = ProofResult.from_dict(stored.attrs)
                 results[result.strategy] = result

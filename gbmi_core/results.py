@@ -49,8 +49,7 @@ def result_rows(registry, task: str, store, *, config=None, model_hash: str | No
         if same_but_seed is not None and (attributes is None or imported
                                           or not same_but_seed(attributes.get("config", {}))):
             continue  # another config, an imported model, or a model the store does not hold
-        for key in store.keys(f"results/{task}/{model}"):
-            stored = store.get(key)
+        for stored in store.get_many(list(store.keys(f"results/{task}/{model}"))).values():
             if stored is None:
                 continue
             result = ProofResult.from_dict(stored.attrs)

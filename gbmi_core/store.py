@@ -214,6 +214,10 @@ class Store:
             self.set_aside(key, str(error))
             return None
 
+    def get_many(self, keys: list[str]) -> dict[str, Entry | None]:
+        """:meth:`get` of several keys (an object store fetches them concurrently)."""
+        return {key: self.get(key) for key in keys}
+
     def attrs(self, key: str) -> Mapping[str, Any] | None:
         """Only the attrs of ``key`` (checked against their own checksum), or None if absent or corrupt.
 

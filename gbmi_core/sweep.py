@@ -243,8 +243,9 @@ def run_sweep(registry, task: str, configs: Iterable[Any], strategies: Sequence[
             targets.append((key.rsplit("/", 1)[-1], None, key, attributes["model_hash"]))
         todo: list[tuple[int, list[str]]] = []
         skipped = 0
+        stored = set(store.keys(f"results/{task}"))  # one listing, not a request per (model, strategy)
         for t, (_, _, _, model_hash) in enumerate(targets):
-            missing = [s for s in strategies if not store.exists(f"results/{task}/{model_hash}/{s}")]
+            missing = [s for s in strategies if f"results/{task}/{model_hash}/{s}" not in stored]
             skipped += len(strategies) - len(missing)
             if missing:
                 todo.append((t, missing))
