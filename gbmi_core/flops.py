@@ -38,7 +38,21 @@ def _numel(shape) -> int:
     return math.prod(shape)
 
 
+_SCALARS = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format)
+
+
 def _first_tensor(value) -> torch.Tensor | None:
+    """The first tensor among ``value``'s leaves (pytree order); a flat tuple or list without a pytree walk."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if type(value) in (tuple, list):
+        for item in value:
+            if isinstance(item, torch.Tensor):
+                return item
+            if not isinstance(item, _SCALARS):
+                break  # a nested container: walk it properly
+        else:
+            return None
     for leaf in tree_flatten(value)[0]:
         if isinstance(leaf, torch.Tensor):
             return leaf
@@ -212,6 +226,23 @@ _rule(qr_verify, aten.linalg_qr, aten.qr)
 
 
 _ACTIVE: list["FlopCounter"] = []
+_RULE_OF: dict[Any, tuple[Callable, str, bool]] = {}
+
+
+def _rule_of(func) -> tuple[Callable, str, bool]:
+    """``(rule, op name, whether the table names it)`` of an aten overload, looked up once per overload."""
+    if len(_RULE_OF) and _RULE_OF.get("size") != len(COST_RULES):  # a rule was added since: look again
+        _RULE_OF.clear()
+    found = _RULE_OF.get(func)
+    if found is None:
+        _RULE_OF["size"] = len(COST_RULES)
+        packet = func.overloadpacket
+        rule = COST_RULES.get(packet)
+        if rule is None and packet.__name__.endswith("_"):  # in-place variant: same cost as the op
+            rule = COST_RULES.get(getattr(aten, packet.__name__[:-1], None))
+        found = (rule or elementwise, packet.__name__, rule is not None)
+        _RULE_OF[func] = found
+    return found
 
 
 def charge(flops: int, what: str = "manual") -> None:
@@ -236,19 +267,20 @@ class FlopCounter(TorchDispatchMode):
         self.by_op: Counter[str] = Counter()
         self.unknown_ops: Counter[str] = Counter()
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Verification never compiles: without this torch wraps every dispatched op in a Dynamo guard, a
+        # third of the counter's cost.
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        packet = func.overloadpacket
-        rule = COST_RULES.get(packet)
-        if rule is None and packet.__name__.endswith("_"):  # in-place variant: same cost as the op
-            rule = COST_RULES.get(getattr(aten, packet.__name__[:-1], None))
-        if rule is None:
-            rule = elementwise
-            self.unknown_ops[packet.__name__] += 1
-        cost = int(rule(args, kwargs, out))
+        out = func(*args, **(kwargs or {}))
+        rule, name, known = _rule_of(func)
+        if not known:
+            self.unknown_ops[name] += 1
+        cost = int(rule(args, kwargs or {}, out))
         self.total += cost
-        self.by_op[packet.__name__] += cost
+        self.by_op[name] += cost
         return out
 
     def __enter__(self):

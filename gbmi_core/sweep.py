@@ -175,6 +175,7 @@ class SweepSummary:
     failed: tuple[tuple[str, str, str], ...]  # (config hash or imported model, strategy, error)
     seconds: float
     refused: tuple[tuple[str, str, str], ...] = ()  # (config hash, strategy, reason): too large, not run
+    train_seconds: float = 0.0  # summed over the models' units (training, or loading a stored model)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -223,12 +224,15 @@ def run_sweep(registry, task: str, configs: Iterable[Any], strategies: Sequence[
         data = [config_mod.unstructure(c) for c in configs]
         # Phase 1: models (one unit each, so no model is trained twice at once).
         hashes: dict[int, str] = {}
+        train_seconds = 0.0
         bar = reporter(len(configs), "models", "model", enabled=progress)
         futures = {pool.submit(train_unit, task, d, root, pool.threads): i for i, d in enumerate(data)}
         for future in pool.as_completed(list(futures)):
             i = futures[future]
             try:
-                hashes[i] = future.result()["model_hash"]
+                trained = future.result()
+                hashes[i] = trained["model_hash"]
+                train_seconds += trained["seconds"]
             except Exception as error:  # noqa: BLE001
                 failed.append((config_mod.content_hash(configs[i]), "(training)", f"{type(error).__name__}: {error}"))
             bar.update(1)
@@ -271,4 +275,5 @@ def run_sweep(registry, task: str, configs: Iterable[Any], strategies: Sequence[
     finally:
         pool.close()
     return SweepSummary(models=len(targets), pairs=len(targets) * len(strategies), skipped=skipped, done=done,
-                        failed=tuple(failed), seconds=time.perf_counter() - start, refused=tuple(refused))
+                        failed=tuple(failed), seconds=time.perf_counter() - start, refused=tuple(refused),
+                        train_seconds=train_seconds)
