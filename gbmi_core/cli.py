@@ -311,7 +311,10 @@ def check_cmd(ctx, bundles, independent, pattern):
             paths = []
             for i, (name, source) in enumerate(sources):
                 if isinstance(source, bytes):  # from a store: written out for the other process
-                    path = pathlib.Path(folder) / f"{i:06d}-{name.replace('/', '__')}"
+                    import re
+
+                    safe = re.sub(r"[^A-Za-z0-9._+=-]", "_", name.rsplit("/", 1)[-1])[-120:]  # names come from strangers
+                    path = pathlib.Path(folder) / f"{i:06d}-{safe}"
                     path.write_bytes(source)
                     source = path
                 paths.append(str(source))

@@ -27,8 +27,10 @@ have; here nothing needs them.  Archives (a ``.zip`` file, ``zip::<url>``, or ``
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
+import os
 import time
 import uuid
 import warnings
@@ -38,7 +40,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .errors import CorruptEntry, StoreError
-from .store import _CHECKSUM, _HEADER, CorruptEntryWarning, Entry, Store, _check_key, meta_for, pack
+from .store import _CHECKSUM, _HEADER, STORE_ENV, CorruptEntryWarning, Entry, Store, _check_key, meta_for, pack, unpack
 
 MARKER = "gbmi-store.json"
 _READ_ONLY = {"zip", "http", "https"}
@@ -46,9 +48,13 @@ _READ_ONLY = {"zip", "http", "https"}
 
 def is_url(location: Any) -> bool:
     """Whether a store location names an fsspec URL or an archive rather than a local directory."""
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
     if not isinstance(location, str):
         return False
-    return "://" in location or "::" in location or location.endswith(".zip")
+    if "://" in location or "::" in location:
+        return True
+    return location.endswith(".zip") and not os.path.isdir(location)  # a folder named *.zip is a local store
 
 
 def _url(location: str) -> str:
@@ -63,13 +69,9 @@ class ObjectStore(Store):
     """A store at an fsspec URL.  Same interface as :class:`~gbmi_core.store.Store`; read-only for archives."""
 
     def __init__(self, location: str | None = None):
-        import os
-
         import fsspec.core
 
-        from .store import STORE_ENV
-
-        location = str(location if location is not None else os.environ.get(STORE_ENV, ""))
+        location = os.fspath(location) if location is not None else os.environ.get(STORE_ENV, "")
         self.location = location.rstrip("/")
         url = _url(self.location)
         options = {}
@@ -79,15 +81,17 @@ class ObjectStore(Store):
             options["endpoint_url"] = endpoint
         try:
             self.fs, path = fsspec.core.url_to_fs(url, **options)
-        except (ImportError, ValueError) as error:
-            raise StoreError(f"cannot use store at {location}: {error}") from None
-        except (OSError, FileNotFoundError) as error:
+        except FileNotFoundError:
+            raise StoreError(f"cannot use store at {location}: there is no such archive, or it cannot be read "
+                             f"(over HTTP the server must allow it and answer range requests)") from None
+        except (ImportError, ValueError, OSError) as error:  # an unknown protocol, a missing s3fs, ...
             raise StoreError(f"cannot use store at {location}: {error}") from None
         protocols = {url.split("::", 1)[0].split("://", 1)[0] for url in url.split("::")}
         self.read_only = bool(protocols & _READ_ONLY)
         self.prefix = path.strip("/") if not self.read_only or path.strip("/") else ""
         self.root = self.location  # what messages name
         self._ready = False
+        self._archive = None  # an archive's listing, made once
 
     def __repr__(self) -> str:
         return f"ObjectStore({self.location!r})"
@@ -198,12 +202,7 @@ class ObjectStore(Store):
 
     def _unpack(self, key: str, data: bytes) -> Entry:
         try:
-            if data[:2] == b"PK":
-                with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                    arrays = {name: archive[name] for name in archive.files}
-                meta = json.loads(arrays.pop(_HEADER).tobytes())
-            else:
-                meta, arrays = json.loads(data), {}
+            meta, arrays = unpack(data)
         except Exception as error:  # noqa: BLE001 - anything unreadable is corrupt
             raise CorruptEntry(f"store entry {key!r} cannot be read: {type(error).__name__}: {error}") from None
         return Entry(key, arrays, self._check(key, meta, arrays))
@@ -249,7 +248,28 @@ class ObjectStore(Store):
         warnings.warn(f"{reason}; {where}", CorruptEntryWarning, stacklevel=3)
 
     def _listing(self, prefix: str = "") -> dict[str, int]:
-        """Every entry under ``prefix``: key -> size in bytes."""
+        """Every entry under ``prefix``: key -> size in bytes.  An archive never changes: it is listed once
+        (zip listings walk every member, so a listing per model would cost a report seconds)."""
+        if self.read_only:
+            if self._archive is None:
+                everything = self._scan("")
+                self._archive = (sorted(everything), everything)
+            ordered, sizes = self._archive
+            if not prefix:
+                return dict(sizes)
+            _check_key(prefix)
+            start = bisect.bisect_left(ordered, prefix)
+            found = {}
+            for key in ordered[start:]:
+                if key != prefix and not key.startswith(prefix + "/"):
+                    if key > prefix + "/":
+                        break
+                    continue
+                found[key] = sizes[key]
+            return found
+        return self._scan(prefix)
+
+    def _scan(self, prefix: str) -> dict[str, int]:
         self._fresh()
         base = self._path("entries")
         start = self._entry_path(prefix) if prefix else base
@@ -268,6 +288,8 @@ class ObjectStore(Store):
         return iter(sorted(self._listing(prefix)))
 
     def children(self, prefix: str) -> list[str]:
+        if self.read_only:
+            return sorted({key[len(prefix) + 1:].split("/", 1)[0] for key in self._listing(prefix) if key != prefix})
         self._fresh()
         start = self._entry_path(prefix)
         try:

@@ -112,6 +112,15 @@ def pack(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+def unpack(data: bytes) -> tuple[Any, dict]:
+    """A packed entry's header and arrays (unchecked: :meth:`Store._check` checks them)."""
+    if data[:2] == b"PK":
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        return json.loads(arrays.pop(_HEADER).tobytes()), arrays
+    return json.loads(data), {}
+
+
 @attrs.frozen
 class Entry:
     """One entry read back: numpy arrays and JSON attrs."""
@@ -250,13 +259,7 @@ class Store:
                 arrays = {name: np.asarray(group[name][...]) for name in group.array_keys()}
             else:
                 with open(link, "rb") as handle:
-                    data = handle.read()
-                if data[:2] == b"PK":
-                    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                        arrays = {name: archive[name] for name in archive.files}
-                    meta = json.loads(arrays.pop(_HEADER).tobytes())
-                else:
-                    meta, arrays = json.loads(data), {}
+                    meta, arrays = unpack(handle.read())
         except Exception as error:  # noqa: BLE001 - anything unreadable is corrupt
             raise CorruptEntry(f"store entry {key!r} cannot be read: {type(error).__name__}: {error}") from None
         return Entry(key, arrays, self._check(key, meta, arrays))

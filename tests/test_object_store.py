@@ -207,3 +207,25 @@ def test_gbmi_store_env_takes_a_url(url, s3):
     Store(url).put("results/t/m/s", {}, {"bound": 0.5})
     info = run_gbmi("store", "info", "--json", env={**s3, "GBMI_STORE": url})
     assert info.returncode == 0 and '"results": 1' in info.stdout, info.stderr
+
+
+def test_an_archive_over_http_is_read_in_place(tmp_path, s3):
+    """A published archive at an https:// (here http://) URL: a public object of the S3 server, which answers
+    range requests as real servers do; read without credentials."""
+    import boto3
+
+    local = _local_store(tmp_path)
+    export_store(local, tmp_path / "sweep.zip")
+    client = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.upload_file(str(tmp_path / "sweep.zip"), s3["GBMI_TEST_BUCKET"], "published/sweep.zip")
+    client.put_object_acl(Bucket=s3["GBMI_TEST_BUCKET"], Key="published/sweep.zip", ACL="public-read")
+    url = f"{s3['AWS_ENDPOINT_URL']}/{s3['GBMI_TEST_BUCKET']}/published/sweep.zip"
+    archive = Store(url)
+    assert archive.read_only and list(archive.keys()) == list(Store(str(tmp_path / "sweep.zip")).keys())
+    assert archive.attrs("models/t/m") == {"n": 1}
+    np.testing.assert_array_equal(archive.get("models/t/m").arrays["w"], local.get("models/t/m").arrays["w"])
+    info = run_gbmi("--store", url, "store", "info")
+    assert info.returncode == 0 and "3 packed" in info.stdout, info.stderr
+    missing = run_gbmi("--store", url.replace("sweep.zip", "absent.zip"), "store", "info")
+    assert missing.returncode == 1 and "no such archive" in missing.stderr

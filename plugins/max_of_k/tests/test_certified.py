@@ -1,6 +1,7 @@
 """Certified proofs: a numeric adversarial battery against an exact (mpmath) evaluator, and proof bundles."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -248,3 +249,21 @@ def test_checking_several_bundles_in_one_process_judges_each_alone(registry, tmp
     for order in (paths, paths[::-1]):
         verdicts = {path: gbmi_core.check(path, registry).agree for path in order}
         assert verdicts == {path: path != paths[0] for path in paths}
+
+
+@pytest.mark.parametrize("unembed", [1.0, 30.0, 300.0])
+def test_the_mean_loss_matches_float64_when_most_inputs_are_far_from_wrong(unembed):
+    """With logits scaled up, most inputs of a trained model have every wrong logit tens of nats below the
+    right one: the screen takes e^(max d) as their loss instead of an exponential per output.  The mean
+    matches every input's float64 loss."""
+    from gbmi_max_of_k.brute_force import _FAR, _path_tables, classify_indices
+
+    trained = trained_model(16, 4, steps=1000)
+    model = lens.build(lens.architecture(trained), state={k: v.clone() for k, v in lens.canonical_state(trained).items()})
+    _edit(model, lambda m: m.W_U.mul_(unembed))
+    P = paths(model)
+    exact = classify_indices(P, _path_tables(P), torch.arange(16**4), decide=False)[1]
+    far = float((exact < 15 * math.exp(-_FAR)).double().mean())
+    assert far > 0.99 if unembed > 1 else far == 0  # the shortcut is taken (or not) as intended
+    bound = brute_force(model)
+    assert bound.extra["mean_loss"] == pytest.approx(float(exact.mean()), rel=1e-6, abs=1e-12)

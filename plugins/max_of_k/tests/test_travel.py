@@ -17,7 +17,7 @@ import pytest
 from gbmi_core import Store
 from gbmi_core.store import CorruptEntryWarning
 
-from .conftest import GBMI
+from .conftest import GBMI, gbmi
 
 pytest.importorskip("moto")
 pytest.importorskip("s3fs")
@@ -141,3 +141,27 @@ def test_a_sweep_across_machines_with_no_shared_disk(tmp_path, monkeypatch):
         for how in ([], ["--independent"]):
             checked = _gbmi(["check", str(archive), "--match", "*/brute-force.*", *how], here, tmp_path)
             assert checked.returncode == 0 and checked.stdout.count("agree") >= 4, checked.stdout + checked.stderr
+
+
+def test_check_reads_an_archive_and_rejects_a_forged_result(tmp_path):
+    """A result whose entry is well-formed (its checksum recomputed) but claims one input more than was
+    proved: `gbmi check` on the archive rebuilds the bundle from the entries and verification refuses it."""
+    from gbmi_core.export import export_store
+
+    local = tmp_path / "store"
+    proved = gbmi("--store", str(local), "prove", "max-of-k", "--seed", "0", *TINY, "--strategy", "brute-force",
+                  "--strategy", "cubic")
+    assert proved.returncode == 0, proved.stderr
+    store = Store(local)
+    export_store(store, tmp_path / "honest.zip")
+    honest = gbmi("check", str(tmp_path / "honest.zip"))
+    assert honest.returncode == 0 and honest.stdout.count(": agree:") == 2, honest.stdout + honest.stderr
+    key = next(k for k in store.keys("results/max-of-k") if k.endswith("/brute-force"))
+    claim = dict(store.get(key).attrs)
+    claim["correct_count"] += 1
+    claim["accuracy_lower_bound"] = claim["correct_count"] / claim["total_count"]
+    store.put(key, {}, claim)
+    export_store(store, tmp_path / "forged.zip")
+    forged = gbmi("check", str(tmp_path / "forged.zip"))
+    assert forged.returncode == 1 and "brute-force.gbmi-proof.npz: disagree" in forged.stdout, forged.stdout
+    assert "1 of 2 bundles disagree" in forged.stderr
