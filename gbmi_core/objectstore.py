@@ -43,7 +43,9 @@ from .errors import CorruptEntry, StoreError
 from .store import _CHECKSUM, _HEADER, STORE_ENV, CorruptEntryWarning, Entry, Store, _check_key, meta_for, pack, unpack
 
 MARKER = "gbmi-store.json"
-_READ_ONLY = {"zip", "http", "https"}
+#: Where one PUT makes one whole object visible at once: only these are written to.  Anything else fsspec
+#: reads (archives, http, sftp, ...) is a read-only store, since a write there could be seen half-done.
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
 
 
 def is_url(location: Any) -> bool:
@@ -52,14 +54,14 @@ def is_url(location: Any) -> bool:
         location = os.fspath(location)
     if not isinstance(location, str):
         return False
+    if location.startswith("file://") and not location.endswith(".zip"):
+        return False  # a local directory: the local store (atomic by rename)
     if "://" in location or "::" in location:
         return True
     return location.endswith(".zip") and not os.path.isdir(location)  # a folder named *.zip is a local store
 
 
 def _url(location: str) -> str:
-    if location.startswith("file://") and not location.endswith(".zip"):
-        return location
     if location.endswith(".zip") and not location.startswith("zip::"):
         return "zip::" + location  # a local path or any URL of a zip file
     return location
@@ -86,9 +88,9 @@ class ObjectStore(Store):
                              f"(over HTTP the server must allow it and answer range requests)") from None
         except (ImportError, ValueError, OSError) as error:  # an unknown protocol, a missing s3fs, ...
             raise StoreError(f"cannot use store at {location}: {error}") from None
-        protocols = {url.split("::", 1)[0].split("://", 1)[0] for url in url.split("::")}
-        self.read_only = bool(protocols & _READ_ONLY)
-        self.prefix = path.strip("/") if not self.read_only or path.strip("/") else ""
+        protocols = {part.split("://", 1)[0] if "://" in part else part for part in url.split("::")}
+        self.read_only = not protocols <= OBJECT_STORES
+        self.prefix = path.strip("/")
         self.root = self.location  # what messages name
         self._ready = False
         self._archive = None  # an archive's listing, made once
@@ -113,7 +115,8 @@ class ObjectStore(Store):
 
     def _writable(self) -> None:
         if self.read_only:
-            raise StoreError(f"the store at {self.location} is read-only (an archive): nothing can be written to it")
+            raise StoreError(f"the store at {self.location} is read-only (an archive, or a filesystem where a write "
+                             f"is not one atomic upload): nothing can be written to it")
 
     def _fresh(self) -> None:
         # listings are cached by fsspec; other writers change a live store, an archive never changes

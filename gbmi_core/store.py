@@ -61,7 +61,7 @@ def default_store_path() -> pathlib.Path:
     """``$GBMI_STORE``, else ``$XDG_DATA_HOME/gbmi/store`` (``~/.local/share/gbmi/store``)."""
     env = os.environ.get(STORE_ENV)
     if env:
-        return pathlib.Path(env).expanduser()
+        return pathlib.Path(env.removeprefix("file://")).expanduser()
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return pathlib.Path(data_home) / "gbmi" / "store"
 
@@ -147,6 +147,8 @@ class Store:
         return super().__new__(cls)
 
     def __init__(self, root: str | os.PathLike | None = None):
+        if isinstance(root, str):
+            root = root.removeprefix("file://")
         self.root = pathlib.Path(root).expanduser() if root is not None else default_store_path()
         self._ready = False
 

@@ -229,3 +229,17 @@ def test_an_archive_over_http_is_read_in_place(tmp_path, s3):
     assert info.returncode == 0 and "3 packed" in info.stdout, info.stderr
     missing = run_gbmi("--store", url.replace("sweep.zip", "absent.zip"), "store", "info")
     assert missing.returncode == 1 and "no such archive" in missing.stderr
+
+
+def test_which_locations_are_written_and_how(tmp_path):
+    """Local paths and file:// URLs are the local store (atomic by rename); object stores are written by one
+    PUT; every other fsspec location is read-only, since a write there could be seen half-done."""
+    local = Store(f"file://{tmp_path}/s")
+    assert type(local) is Store and local.root == tmp_path / "s"
+    memory = Store(f"memory://gbmi-test/{os.getpid()}")
+    assert isinstance(memory, ObjectStore) and not memory.read_only
+    memory.put("results/t/m/s", {}, {"bound": 0.5})
+    cached = Store(f"simplecache::memory://gbmi-test/{os.getpid()}")
+    assert cached.read_only and cached.get("results/t/m/s").attrs == {"bound": 0.5}
+    with pytest.raises(StoreError, match="read-only"):
+        cached.put("results/t/m/z", {}, {})
