@@ -74,6 +74,15 @@ def _registry(ctx):
     return ctx.obj["registry"]
 
 
+class _PathOrURL(click.Path):
+    """A local path checked as :class:`click.Path` checks it, or a store URL / archive taken as it is."""
+
+    def convert(self, value, param, ctx):
+        from .objectstore import is_url
+
+        return value if is_url(value) else super().convert(value, param, ctx)
+
+
 def _store(ctx):
     from .store import Store
 
@@ -85,7 +94,7 @@ _NO_TENSOR_WORK = {"plugins", "list-tasks", "list-strategies", "store", "results
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--store", envvar="GBMI_STORE", default=None, metavar="DIR|URL",
+@click.option("--store", type=_PathOrURL(file_okay=False), envvar="GBMI_STORE", default=None, metavar="DIR|URL",
               help="Store: a directory, an fsspec URL (s3://bucket/prefix), or a read-only archive (sweep.zip, "
                    "zip::https://...); default: $GBMI_STORE, else ~/.local/share/gbmi/store.")
 @click.option("--max-memory", default=None, metavar="SIZE",
@@ -265,7 +274,7 @@ def format_results(results, names=None) -> str:
 
 
 @main.command("check")
-@click.argument("bundles", nargs=-1, required=True)
+@click.argument("bundles", nargs=-1, required=True, type=_PathOrURL(exists=True))
 @click.option("--independent", is_flag=True,
               help="Check with gbmi-check, the independent checker (numpy and FLINT only; shares no code with gbmi).")
 @click.option("--match", "pattern", default=None, metavar="GLOB",
