@@ -318,6 +318,10 @@ def check_cmd(ctx, bundles, independent, pattern):
             raise GbmiError("--independent needs gbmi-check (pip install -e gbmi-check, or scripts/setup.sh)")
         with tempfile.TemporaryDirectory(prefix="gbmi-check-") as folder:
             paths = []
+            unchecked = [(name, source) for name, source in sources if isinstance(source, _Unchecked)]
+            for name, why in unchecked:
+                click.echo(f"{name}: disagree: {why}")
+            sources = [(name, source) for name, source in sources if not isinstance(source, _Unchecked)]
             for i, (name, source) in enumerate(sources):
                 if isinstance(source, bytes):  # from a store: written out for the other process
                     import re
@@ -327,16 +331,26 @@ def check_cmd(ctx, bundles, independent, pattern):
                     path.write_bytes(source)
                     source = path
                 paths.append(str(source))
-            ctx.exit(subprocess.run([sys.executable, "-m", "gbmi_check", *paths]).returncode)
+            code = subprocess.run([sys.executable, "-m", "gbmi_check", *paths]).returncode if paths else 0
+            ctx.exit(code or (1 if unchecked else 0))
     registry = _registry(ctx)
     failures = 0
     for name, source in sources:
+        if isinstance(source, _Unchecked):
+            failures += 1
+            click.echo(f"{name}: disagree: {source}")
+            continue
         result = check(source, registry, name=name)
         failures += not result.agree
         click.echo(f"{name}: {result.message}")
     if failures:
         click.echo(f"{failures} of {len(sources)} bundles disagree", err=True)
         ctx.exit(1)
+
+
+class _Unchecked(str):
+    """Why a stored result could not be made into a bundle: reported as a disagreement (nothing unverified
+    passes)."""
 
 
 def _store_bundles(ctx, location, match) -> list:
@@ -351,10 +365,7 @@ def _store_bundles(ctx, location, match) -> list:
     if found:
         return found
     for name, data, why in stored_bundles(_registry(ctx), store, match=match):
-        if data is None:
-            click.echo(f"{location}/{name}: skipped: {why}", err=True)
-        else:
-            found.append((f"{location}/{name}", data))
+        found.append((f"{location}/{name}", data if data is not None else _Unchecked(why)))
     if not found:
         raise GbmiError(f"the store at {location} holds no proof (no bundles, no results{' matching' if match else ''})")
     return found

@@ -66,23 +66,27 @@ def stored_bundles(registry, store, *, match=None) -> Iterator[tuple[str, bytes 
                     yield name, None, "the store lacks its " + ("result" if result is None else "certificate"
                                                                  if certificate is None else "model")
                     continue
-                if model is None:
-                    model_key, attributes = models[model_hash]
-                    entry = store.get(model_key)
-                    if entry is None:
-                        yield name, None, f"the model entry {model_key!r} cannot be read"
-                        continue
-                    spec = registry.task(task)
-                    if attributes.get("imported"):
-                        model = model_from_imported(entry.attrs, entry.arrays, model_key)
-                        config = spec.config_from_model(model) if spec.config_from_model else None
-                        architecture = lens.architecture(model)
-                    else:
-                        model, config = model_from_entry(spec, entry.arrays, entry.attrs, model_key)
-                attributes = {k: v for k, v in certificate.attrs.items() if k != "gbmi_search_version"}
-                certificate = Certificate(strategy_name, model_hash, certificate.arrays, attributes)
-                data = bundle_bytes(strategy, model, config, certificate, ProofResult.from_dict(result.attrs),
-                                    architecture=architecture)
+                try:  # entries come from whoever wrote the store: anything malformed is named, not raised
+                    if model is None:
+                        model_key, attributes = models[model_hash]
+                        entry = store.get(model_key)
+                        if entry is None:
+                            yield name, None, f"the model entry {model_key!r} cannot be read"
+                            continue
+                        spec = registry.task(task)
+                        if attributes.get("imported"):
+                            model = model_from_imported(entry.attrs, entry.arrays, model_key)
+                            config = spec.config_from_model(model) if spec.config_from_model else None
+                            architecture = lens.architecture(model)
+                        else:
+                            model, config = model_from_entry(spec, entry.arrays, entry.attrs, model_key)
+                    attributes = {k: v for k, v in certificate.attrs.items() if k != "gbmi_search_version"}
+                    certificate = Certificate(strategy_name, model_hash, certificate.arrays, attributes)
+                    data = bundle_bytes(strategy, model, config, certificate, ProofResult.from_dict(result.attrs),
+                                        architecture=architecture)
+                except Exception as error:  # noqa: BLE001
+                    yield name, None, f"cannot be rebuilt from the store: {type(error).__name__}: {error}"
+                    continue
                 yield name, data, None
 
 

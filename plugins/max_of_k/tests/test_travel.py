@@ -165,3 +165,8 @@ def test_check_reads_an_archive_and_rejects_a_forged_result(tmp_path):
     forged = gbmi("check", str(tmp_path / "forged.zip"))
     assert forged.returncode == 1 and "brute-force.gbmi-proof.npz: disagree" in forged.stdout, forged.stdout
     assert "1 of 2 bundles disagree" in forged.stderr
+    cubic = next(k for k in store.keys("results/max-of-k") if k.endswith("/cubic"))
+    store.put(cubic, {}, {"correct_count": "all of them"})  # malformed, its checksum recomputed
+    export_store(store, tmp_path / "malformed.zip")
+    malformed = gbmi("check", str(tmp_path / "malformed.zip"))
+    assert malformed.returncode == 1 and "cubic.gbmi-proof.npz: disagree: cannot be rebuilt" in malformed.stdout
