@@ -308,7 +308,12 @@ def check_cmd(ctx, bundles, independent, pattern):
         if not found:
             raise GbmiError(f"no proof bundle (*{SUFFIX}) in {given}")
         sources += [(str(path), path) for path in found]
+    unchecked = [(name, why) for name, why in sources if isinstance(why, _Unchecked)]
+    for name, why in unchecked:  # results a store holds that no bundle could be made of
+        click.echo(f"{name}: disagree: {why}")
+    total, sources = len(sources), [(name, source) for name, source in sources if not isinstance(source, _Unchecked)]
     if independent:
+        import re
         import shutil
         import subprocess
         import sys
@@ -318,14 +323,8 @@ def check_cmd(ctx, bundles, independent, pattern):
             raise GbmiError("--independent needs gbmi-check (pip install -e gbmi-check, or scripts/setup.sh)")
         with tempfile.TemporaryDirectory(prefix="gbmi-check-") as folder:
             paths = []
-            unchecked = [(name, source) for name, source in sources if isinstance(source, _Unchecked)]
-            for name, why in unchecked:
-                click.echo(f"{name}: disagree: {why}")
-            sources = [(name, source) for name, source in sources if not isinstance(source, _Unchecked)]
             for i, (name, source) in enumerate(sources):
                 if isinstance(source, bytes):  # from a store: written out for the other process
-                    import re
-
                     safe = re.sub(r"[^A-Za-z0-9._+=-]", "_", name.rsplit("/", 1)[-1])[-120:]  # names come from strangers
                     path = pathlib.Path(folder) / f"{i:06d}-{safe}"
                     path.write_bytes(source)
@@ -334,17 +333,13 @@ def check_cmd(ctx, bundles, independent, pattern):
             code = subprocess.run([sys.executable, "-m", "gbmi_check", *paths]).returncode if paths else 0
             ctx.exit(code or (1 if unchecked else 0))
     registry = _registry(ctx)
-    failures = 0
+    failures = len(unchecked)
     for name, source in sources:
-        if isinstance(source, _Unchecked):
-            failures += 1
-            click.echo(f"{name}: disagree: {source}")
-            continue
         result = check(source, registry, name=name)
         failures += not result.agree
         click.echo(f"{name}: {result.message}")
     if failures:
-        click.echo(f"{failures} of {len(sources)} bundles disagree", err=True)
+        click.echo(f"{failures} of {total} bundles disagree", err=True)
         ctx.exit(1)
 
 
@@ -355,19 +350,20 @@ class _Unchecked(str):
 
 def _store_bundles(ctx, location, match) -> list:
     """The bundles a store holds, else one rebuilt per stored result (named, as bytes)."""
-    from .export import archived_bundles, stored_bundles
+    from .export import archived_bundles, holds_bundles, stored_bundles
     from .store import Store
 
     store = Store(location)
     if not store.present():
         raise GbmiError(f"there is no store at {location}")
-    found = list(archived_bundles(store, match=match))
-    if found:
-        return found
-    for name, data, why in stored_bundles(_registry(ctx), store, match=match):
-        found.append((f"{location}/{name}", data if data is not None else _Unchecked(why)))
+    if holds_bundles(store):  # an archive exported with --bundles: check those, as they are
+        found = list(archived_bundles(store, match=match))
+    else:
+        found = [(f"{location}/{name}", data if data is not None else _Unchecked(why))
+                 for name, data, why in stored_bundles(_registry(ctx), store, match=match)]
     if not found:
-        raise GbmiError(f"the store at {location} holds no proof (no bundles, no results{' matching' if match else ''})")
+        raise GbmiError(f"the store at {location} holds no proof "
+                        + ("that --match selects" if match else "(no bundles, no results)"))
     return found
 
 

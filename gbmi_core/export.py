@@ -13,14 +13,13 @@ no partial archive under the target's name.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import zipfile
 from typing import Any, Iterator
 
 from .errors import GbmiError
-from .objectstore import MARKER
+from .objectstore import MARKER, MARKER_DATA
 from .store import Store, meta_for, pack
 
 #: What an export holds by default: not ``cache/`` (intermediate tensors, recomputed on demand).
@@ -106,7 +105,7 @@ def export_store(source, target, *, registry=None, bundles: bool = False, kinds=
     counts = {"entries": 0, "unreadable": 0, "bundles": 0, "bundles_skipped": 0}
     try:
         with zipfile.ZipFile(partial, "w", allowZip64=True) as archive:
-            archive.writestr(MARKER, json.dumps({"gbmi_store": 1, "layout": "objects"}))
+            archive.writestr(MARKER, MARKER_DATA)
             bar = reporter(len(keys), "exporting", "entry", enabled=progress)
             for key in keys:
                 entry = store.get(key)  # checked against its checksums: a corrupt entry is not published
@@ -137,25 +136,30 @@ def export_store(source, target, *, registry=None, bundles: bool = False, kinds=
     return counts
 
 
-def archived_bundles(store, *, match=None) -> Iterator[tuple[str, bytes]]:
-    """The proof bundles an exported archive (or a store at a URL) holds under ``bundles/``."""
+def _bundle_paths(store) -> dict[str, Any]:
+    """The proof bundles a store (an exported archive, a URL, a directory) holds under ``bundles/``: name ->
+    its path (a local path, or the store's filesystem path)."""
     from .bundle import SUFFIX
 
     fs = getattr(store, "fs", None)
     if fs is None:
         base = pathlib.Path(store.root) / BUNDLES
         paths = sorted(base.rglob(f"*{SUFFIX}")) if base.is_dir() else []
-        for path in paths:
-            name = path.relative_to(store.root).as_posix()
-            if match is None or match(name):
-                yield name, path.read_bytes()
-        return
-    base = store._path(BUNDLES)
+        return {path.relative_to(store.root).as_posix(): path for path in paths}
     try:
-        paths = sorted(p for p in fs.find(base) if p.endswith(SUFFIX))
+        paths = sorted(p for p in fs.find(store._path(BUNDLES)) if p.endswith(SUFFIX))
     except FileNotFoundError:
         paths = []
-    for path in paths:
-        name = path.strip("/")[len(store.prefix) + 1:] if store.prefix else path.strip("/")
+    return {(path.strip("/")[len(store.prefix) + 1:] if store.prefix else path.strip("/")): path for path in paths}
+
+
+def holds_bundles(store) -> bool:
+    """Whether a store holds proof bundles (an archive exported with ``--bundles``)."""
+    return bool(_bundle_paths(store))
+
+
+def archived_bundles(store, *, match=None) -> Iterator[tuple[str, bytes]]:
+    """The proof bundles a store holds under ``bundles/`` (those whose name ``match`` accepts), read."""
+    for name, path in _bundle_paths(store).items():
         if match is None or match(name):
-            yield name, fs.cat_file(path)
+            yield name, (path.read_bytes() if isinstance(path, pathlib.Path) else store.fs.cat_file(path))

@@ -43,6 +43,7 @@ from .errors import CorruptEntry, StoreError
 from .store import _CHECKSUM, _HEADER, STORE_ENV, CorruptEntryWarning, Entry, Store, _check_key, meta_for, pack, unpack
 
 MARKER = "gbmi-store.json"
+MARKER_DATA = json.dumps({"gbmi_store": 1, "layout": "objects"}).encode()  # what an object store's marker holds
 #: Where one PUT makes one whole object visible at once: only these are written to.  Anything else fsspec
 #: reads (archives, http, sftp, ...) is a read-only store, since a write there could be seen half-done.
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
@@ -137,7 +138,7 @@ class ObjectStore(Store):
         self._writable()
         try:
             if not self.fs.exists(self._path(MARKER)):
-                self.fs.pipe_file(self._path(MARKER), json.dumps({"gbmi_store": 1, "layout": "objects"}).encode())
+                self.fs.pipe_file(self._path(MARKER), MARKER_DATA)
         except OSError as error:
             raise StoreError(f"cannot use store at {self.location}: {error}") from None
         self._ready = True
@@ -176,11 +177,7 @@ class ObjectStore(Store):
             return None
         except OSError as error:
             raise StoreError(f"cannot read {key!r} from the store at {self.location}: {error}") from None
-        try:
-            return self._unpack(key, data)
-        except CorruptEntry as error:
-            self.set_aside(key, str(error))
-            return None
+        return self._decoded(key, data)
 
     def get_many(self, keys: list[str]) -> dict[str, Entry | None]:
         """Several entries in one batch of concurrent requests (one GET each, in parallel on S3)."""
@@ -196,12 +193,16 @@ class ObjectStore(Store):
             elif isinstance(data, BaseException):
                 raise StoreError(f"cannot read {key!r} from the store at {self.location}: {data}")
             else:
-                try:
-                    found[key] = self._unpack(key, data)
-                except CorruptEntry as error:
-                    self.set_aside(key, str(error))
-                    found[key] = None
+                found[key] = self._decoded(key, data)
         return found
+
+    def _decoded(self, key: str, data: bytes) -> Entry | None:
+        """The entry in ``data``, checked; a corrupt one is set aside and reads as absent."""
+        try:
+            return self._unpack(key, data)
+        except CorruptEntry as error:
+            self.set_aside(key, str(error))
+            return None
 
     def _unpack(self, key: str, data: bytes) -> Entry:
         try:
@@ -261,13 +262,10 @@ class ObjectStore(Store):
             if not prefix:
                 return dict(sizes)
             _check_key(prefix)
-            start = bisect.bisect_left(ordered, prefix)
-            found = {}
-            for key in ordered[start:]:
-                if key != prefix and not key.startswith(prefix + "/"):
-                    if key > prefix + "/":
-                        break
-                    continue
+            found = {prefix: sizes[prefix]} if prefix in sizes else {}
+            for key in ordered[bisect.bisect_left(ordered, prefix + "/"):]:  # the keys below prefix, in a run
+                if not key.startswith(prefix + "/"):
+                    break
                 found[key] = sizes[key]
             return found
         return self._scan(prefix)
@@ -315,16 +313,16 @@ class ObjectStore(Store):
     def set_aside_entries(self) -> list[str]:
         self._fresh()
         try:
-            return [p for p in self.fs.ls(self._path(".corrupt"), detail=False)]
+            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self._path(".corrupt"), detail=False))
         except FileNotFoundError:
             return []
 
     def drop_set_aside(self) -> int:
         self._writable()
-        paths = self.set_aside_entries()
-        for path in paths:
-            self.fs.rm_file(path)
-        return len(paths)
+        names = self.set_aside_entries()
+        for name in names:
+            self.fs.rm_file(self._path(".corrupt", name))
+        return len(names)
 
     def info(self) -> dict[str, Any]:
         listing = self._listing()
