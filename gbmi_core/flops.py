@@ -226,22 +226,22 @@ _rule(qr_verify, aten.linalg_qr, aten.qr)
 
 
 _ACTIVE: list["FlopCounter"] = []
-_RULE_OF: dict[Any, tuple[Callable, str, bool]] = {}
+_RULES_SEEN: tuple[int, dict] = (-1, {})  # (len(COST_RULES) when made, overload -> rule), made again if a rule is added
 
 
 def _rule_of(func) -> tuple[Callable, str, bool]:
     """``(rule, op name, whether the table names it)`` of an aten overload, looked up once per overload."""
-    if len(_RULE_OF) and _RULE_OF.get("size") != len(COST_RULES):  # a rule was added since: look again
-        _RULE_OF.clear()
-    found = _RULE_OF.get(func)
+    global _RULES_SEEN
+    size, seen = _RULES_SEEN
+    if size != len(COST_RULES):
+        size, seen = _RULES_SEEN = (len(COST_RULES), {})
+    found = seen.get(func)
     if found is None:
-        _RULE_OF["size"] = len(COST_RULES)
         packet = func.overloadpacket
         rule = COST_RULES.get(packet)
         if rule is None and packet.__name__.endswith("_"):  # in-place variant: same cost as the op
             rule = COST_RULES.get(getattr(aten, packet.__name__[:-1], None))
-        found = (rule or elementwise, packet.__name__, rule is not None)
-        _RULE_OF[func] = found
+        found = seen[func] = (rule or elementwise, packet.__name__, rule is not None)
     return found
 
 
@@ -274,11 +274,12 @@ class FlopCounter(TorchDispatchMode):
         return False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
         rule, name, known = _rule_of(func)
         if not known:
             self.unknown_ops[name] += 1
-        cost = int(rule(args, kwargs or {}, out))
+        cost = int(rule(args, kwargs, out))
         self.total += cost
         self.by_op[name] += cost
         return out

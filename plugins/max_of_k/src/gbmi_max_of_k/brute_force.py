@@ -138,6 +138,16 @@ def _row_blocks(M: torch.Tensor, row_block: int) -> list[slice]:
     return blocks
 
 
+def _loss(logits, right, scale, t, out=None):
+    """Each input's ``t + log(e^-t + Σ_{x≠m} 2^((logit_x - logit_m) scale - t log2 e))`` with ``scale =
+    log2(e) / Z``: its loss ``log(1 + Σ e^(d_x))`` (the right logit's slot holds -inf).  In base 2: torch's
+    float32 exp2 is about 4x faster than exp.  ``[..., V] -> [...]``"""
+    shifted = torch.mul(logits, scale[..., None], out=out)
+    # 2^x below -126 makes float32 subnormals, several times slower; 2^-115 changes no loss
+    total = shifted.sub_((right * scale + t * _LOG2E)[..., None]).clamp_(min=-115.0).exp2_().sum(-1)
+    return t + torch.log1p(torch.expm1(-t) + total)
+
+
 def _screen_query(Qt: _Query, q: int, n: int, V: int, sizes: tuple[int, int], with_loss: bool, buffers: dict):
     """The float32 screen of every input with query token ``q``.
 
@@ -184,24 +194,18 @@ def _screen_query(Qt: _Query, q: int, n: int, V: int, sizes: tuple[int, int], wi
             if with_loss:  # log(1 + Σ_{x≠m} exp(d_x)), d_x = logit[x] - logit[m], shifted by t = max(0, max d)
                 inv_Z = (1.0 / (alpha[:, None] + gamma[:, None] * Z_blk[None])).float()
                 t = (-gap * inv_Z).clamp_(min=0)
-                # In base 2 (torch's float32 exp2 is about 4x faster than exp): Σ_x 2^((d_x - t) log2 e).
                 inv_Z2 = inv_Z * _LOG2E
                 d_max = -gap * inv_Z  # the largest d_x
                 near = ~(d_max < -_FAR)  # NaN too: the float64 path takes non-finite losses
                 count = int(near.sum())
                 if count > near.numel() // 4:
-                    shifted = torch.mul(logits, inv_Z2[..., None], out=_buffer(buffers, "loss", logits.shape))
-                    # 2^x below -126 makes float32 subnormals, several times slower; 2^-115 changes no loss
-                    total = shifted.sub_((right * inv_Z2 + t * _LOG2E)[..., None]).clamp_(min=-115.0).exp2_().sum(-1)
-                    losses[ks, rows] = t + torch.log1p(torch.expm1(-t) + total)
+                    losses[ks, rows] = _loss(logits, right, inv_Z2, t, out=_buffer(buffers, "loss", logits.shape))
                 else:  # most inputs far from wrong (sharp logits): exponentials only for the others
                     block = d_max.exp()  # a far input's loss: between e^d_max and (V-1) e^d_max < e^-_FAR V
                     if count:
                         at = near.view(-1).nonzero()[:, 0]
-                        scale, shift = inv_Z2.view(-1)[at], t.view(-1)[at]
-                        total = (logits.view(-1, V)[at] * scale[:, None]
-                                 - (right.view(-1)[at] * scale + shift * _LOG2E)[:, None]).clamp_(min=-115.0).exp2_().sum(-1)
-                        block.view(-1)[at] = shift + torch.log1p(torch.expm1(-shift) + total)
+                        block.view(-1)[at] = _loss(logits.view(-1, V)[at], right.view(-1)[at], inv_Z2.view(-1)[at],
+                                                   t.view(-1)[at])
                     losses[ks, rows] = block
     allowance += 2 * (n + 4) * ETA32
     sure = margin > allowance
