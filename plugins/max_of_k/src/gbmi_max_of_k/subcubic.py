@@ -48,6 +48,7 @@ import torch
 from gbmi_core import Bound, CertificateRejected
 from gbmi_core.certified import Interval, check_floating_point, matmul
 from gbmi_core.flops import charge
+from gbmi_core.memo import counted_memo
 
 from .model import Paths, interval_paths, paths
 from .options import _RECURSIVE, ALL_OPTIONS, SubcubicOptions  # noqa: F401 - re-exported
@@ -442,25 +443,51 @@ def direct_path(P: Paths, how: str, d: dict, T: dict) -> tuple[Interval, Interva
 
 
 def _precompute(P: Paths, options: SubcubicOptions, d: dict, certified: bool = True) -> _Parts:
+    """The tables every cell bound reads.  Built from three steps that many strategies share (the model's own
+    tables; the EQKE decomposition; the direct path), each computed once per process for the same weights and
+    directions (:func:`~gbmi_core.memo.counted_memo`: fresh copies, the same FLOPs charged every time)."""
+    M = _model_tables(P, certified)
+    T = {name: M["T"][name] for name in ("Eq", "EqQK", "EUPU")}  # what the other two steps read of the paths
+    A = _attention_tables(P, options.attention_error, d, T)
+    Lx, Uq = _direct_tables(P, options.eupu, d, T, M["Pc"])
+    return _Parts(P, options, A["approx"], A["err"], M["pos"], Lx, M["r"], Uq, M["spread_prefix"], M["only_max"],
+                  A["prefix_max"], A["prefix_min"], M["log_max"], M["log_non"], M["Rmax"], M["Rmin"])
+
+
+@counted_memo
+def _model_tables(P: Paths, certified: bool) -> dict:
+    """What depends on the weights alone: the path intervals, the positional scores and weights, the OV
+    differences and their ranges, the all-m sequences' bound."""
     V, n = P.V, P.n
     T = interval_paths(P, certified)
-    approx, err = decompose_eqke(P, options.attention_error, d, T)
     EQKP = T["EQKP"]  # [V, n]; P̄ cancels in differences, so EQKP serves for EQKPerr
     pos = (EQKP[:, : n - 1] - EQKP[:, n - 1 :]).sort(dim=-1)
     EVOU, PVOU = T["EVOU"], T["PVOU"]  # [V, V], [n, V]
-    Umean, Uq = direct_path(P, options.eupu, d, T)
     Pc = (PVOU[None, :, :] - PVOU.T[:, :, None]).amax(1)  # [m, x]: max_p PVOU[p,x] - PVOU[p,m]
-    Lx = Umean[None, :] - Umean[:, None] + Pc
     r = EVOU - EVOU.diagonal()[:, None]  # [m, x]
-    spread_prefix = _row_range(EVOU).cummax(0)
-    # The all-m sequence, with the exact direct path row (O(V^2 D) over all m).
+    # The all-m sequence, with the exact direct path row (O(V^2 D) over all m); its Umean terms cancel.
     EUPU = T["EUPU"]
     off = ~torch.eye(V, dtype=torch.bool)
     only_max = Interval.where(off, EUPU - EUPU.diagonal()[:, None] + r + Pc, float("-inf")).amax(-1)
     log_max, log_non = _positional_log_weights(pos / P.attn_scale)
-    return _Parts(P, options, approx, err, pos, Lx, r, Uq, spread_prefix, only_max, approx.cummax(1),
-                  approx.cummin(1), log_max, log_non, Interval.where(off, r, float("-inf")).amax(-1),
-                  Interval.where(off, r, float("inf")).amin(-1))
+    return {"T": T, "pos": pos, "Pc": Pc, "r": r, "spread_prefix": _row_range(EVOU).cummax(0), "only_max": only_max,
+            "log_max": log_max, "log_non": log_non, "Rmax": Interval.where(off, r, float("-inf")).amax(-1),
+            "Rmin": Interval.where(off, r, float("inf")).amin(-1)}
+
+
+@counted_memo
+def _attention_tables(P: Paths, how: str, d: dict, T: dict) -> dict:
+    """The EQKE decomposition ``how`` and its running extremes over the keys.  (A step never calls another
+    step: each one's FLOPs are charged in full on every call.)"""
+    approx, err = decompose_eqke(P, how, d, T)
+    return {"approx": approx, "err": err, "prefix_max": approx.cummax(1), "prefix_min": approx.cummin(1)}
+
+
+@counted_memo
+def _direct_tables(P: Paths, how: str, d: dict, T: dict, Pc: Interval) -> tuple[Interval, Interval]:
+    """``(Lx [m, x], Uq [q])``: the direct path's bound ``how`` with the positional OV term ``Pc`` folded in."""
+    Umean, Uq = direct_path(P, how, d, T)
+    return Umean[None, :] - Umean[:, None] + Pc, Uq
 
 
 def _positional_log_weights(e: Interval) -> tuple[Interval, Interval]:
