@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from gbmi_core import TrainedModel
 from gbmi_core.training import train_on_samples
 
 from .config import MaxOfKConfig
-from .model import build_model, label, last_logits
+from .model import build_model, frozen_zero_biases, label, last_logits
 
 
 def sample(config: MaxOfKConfig, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -18,8 +20,10 @@ def sample(config: MaxOfKConfig, count: int, generator: torch.Generator) -> torc
 
 def train(config: MaxOfKConfig, progress: bool = True) -> TrainedModel:
     """Train ``config``'s model from scratch and return it with its metrics."""
+    model = build_model(config)
+    forward = functools.partial(last_logits, biases=False) if frozen_zero_biases(model) else last_logits
     return train_on_samples(
-        build_model(config), sample=lambda count, generator: sample(config, count, generator), label=label,
-        forward=last_logits, seed=config.seed, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+        model, sample=lambda count, generator: sample(config, count, generator), label=label,
+        forward=forward, seed=config.seed, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
         betas=tuple(config.betas), weight_decay=config.weight_decay, eval_samples=config.eval_samples,
         what=f"training max-of-{config.K} seed {config.seed}", progress=progress, evaluate_every=100)
