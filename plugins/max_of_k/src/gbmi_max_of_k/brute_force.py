@@ -181,9 +181,7 @@ def _screen_query(Qt: _Query, q: int, n: int, V: int, sizes: tuple[int, int], wi
             torch.addcmul((a32[:, None] * b_last[ks])[:, None, :], g32[:, None, None],
                           A_blk[None], out=logits)  # [keys, rows, V] = Z · logits
             m = torch.maximum(torch.arange(V)[ks, None], top[None, rows])  # [keys, rows]: the max token
-            if ("steps", m.numel()) not in buffers:  # the flat offset of each input's first output
-                buffers["steps", m.numel()] = torch.arange(m.numel()) * V
-            at_m = buffers["steps", m.numel()] + m.reshape(-1)
+            at_m = _steps(buffers, m.numel(), V) + m.reshape(-1)
             flat = logits.view(-1)
             right = flat[at_m].view(m.shape)
             flat.index_put_((at_m,), buffers["-inf"])  # only the wrong outputs x != m remain
@@ -223,14 +221,23 @@ def _screen_query(Qt: _Query, q: int, n: int, V: int, sizes: tuple[int, int], wi
 
 
 def _buffer(buffers: dict, name: str, shape) -> torch.Tensor:
-    """A reused float32 tensor: fresh multi-megabyte outputs in every block cost page faults."""
-    key = (name, tuple(shape))
-    if key not in buffers:
-        buffers[key] = torch.empty(shape)
-    return buffers[key]
+    """A reused float32 tensor of ``shape``: a view of one flat buffer per name that only grows (fresh
+    multi-megabyte outputs in every block cost page faults, and blocks cut by :data:`SPREAD` come in many
+    shapes)."""
+    size = math.prod(shape)
+    if name not in buffers or buffers[name].numel() < size:
+        buffers[name] = torch.empty(size)
+    return buffers[name][:size].view(shape)
 
 
-def brute_force(model, *, block_elements: int = 1 << 20, with_loss: bool = True) -> Bound:
+def _steps(buffers: dict, count: int, V: int) -> torch.Tensor:
+    """``arange(count) · V``: the flat offset of each input's first output in a block's logits."""
+    if "steps" not in buffers or len(buffers["steps"]) < count:
+        buffers["steps"] = torch.arange(count) * V
+    return buffers["steps"][:count]
+
+
+def brute_force(model, *, block_elements: int = 1 << 22, with_loss: bool = True) -> Bound:
     """The exact number of inputs the model gets right (strictly, in exact arithmetic), and its mean loss.
 
     Cost ``O(V^(K+1))`` float32 additions, comparisons and (for the loss) exponentials, plus a float64
@@ -245,8 +252,10 @@ def brute_force(model, *, block_elements: int = 1 << 20, with_loss: bool = True)
         raise TooLarge(f"brute force over {V}^{n} = {total:.3g} inputs is infeasible here (limit {MAX_INPUTS:.3g})")
     if n < 2:
         raise GbmiError("brute force needs K >= 2")
-    # The path tables (OV is [K, V, V] intervals, a few copies alive) and the float32 block buffers.
-    require(8 * (8 * n * V * V + 16 * block_elements), f"brute force at V={V}, K={n}")
+    # The path tables (OV is [K, V, V] intervals, a few copies alive) and the float32 block (4 bytes a logit; the
+    # loss of a block's near inputs and the per-input tables take at most 4 more).  Blocks of 4M logits: the
+    # per-block ops (about a hundred, each paying the FLOP counter's dispatch) stay a small share.
+    require(8 * 8 * n * V * V + 32 * block_elements, f"brute force at V={V}, K={n}")
     T = _path_tables(P)
     rows = V ** (n - 2)
     key_block = max(1, min(V, block_elements // (V * min(rows, 256))))
