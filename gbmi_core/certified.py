@@ -85,7 +85,7 @@ def _as_tensor(x) -> torch.Tensor:
     value = float(x)
     if isinstance(x, int) and value != x:
         raise ValueError(f"integer {x} is not exactly a float64")
-    return torch.tensor(value, dtype=torch.float64)
+    return torch.scalar_tensor(value, dtype=torch.float64)  # one dispatched op (torch.tensor makes three)
 
 
 def _error_bound(magnitude: torch.Tensor, terms: int) -> torch.Tensor:
@@ -266,7 +266,7 @@ class Interval:
         a, b = self.lo / other.hi, self.lo / other.lo
         c, d = self.hi / other.hi, self.hi / other.lo
         unsafe = ~(other.lo > 0)
-        nan = torch.tensor(float("nan"), dtype=torch.float64)
+        nan = torch.scalar_tensor(float("nan"), dtype=torch.float64)
         return Interval(torch.where(unsafe, nan, down(torch.minimum(a, b))),
                         torch.where(unsafe, nan, up(torch.maximum(c, d))))
 

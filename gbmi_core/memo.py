@@ -20,6 +20,7 @@ in bytes, least recently used out) and per process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import threading
@@ -32,6 +33,11 @@ import torch
 
 from . import flops
 from .certified import Interval
+
+try:  # reading arguments and making fresh tensors dispatches free ops (detach, lift_fresh): not to the counter
+    from torch.utils._python_dispatch import _disable_current_modes as _outside_modes
+except ImportError:  # pragma: no cover - a torch without it only pays the dispatch
+    _outside_modes = contextlib.nullcontext
 
 #: The bytes of results kept, all steps together; a result larger than this is never kept.
 LIMIT_BYTES = 256 * 2**20
@@ -159,7 +165,8 @@ def counted_memo(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def step(*args, **kwargs):
-        key = content_key(name, *args, **kwargs)
+        with _outside_modes():
+            key = content_key(name, *args, **kwargs)
         counting = bool(flops._ACTIVE)
         with _lock:
             entry = _cache.get(key)
@@ -168,16 +175,18 @@ def counted_memo(fn: Callable) -> Callable:
         if entry is not None and (entry[2] is not None or not counting):
             if counting:
                 _replay(entry[2])
-            return _thaw(entry[0])
+            with _outside_modes():
+                return _thaw(entry[0])
         if counting:
             with flops.FlopCounter() as counter:
                 result = fn(*args, **kwargs)
             counts = _Counts(counter.total, dict(counter.by_op), dict(counter.unknown_ops))
         else:
             result, counts = fn(*args, **kwargs), None
-        frozen, size = _freeze(result)
-        _keep(key, (frozen, size, counts))
-        return _thaw(frozen)
+        with _outside_modes():
+            frozen, size = _freeze(result)
+            _keep(key, (frozen, size, counts))
+            return _thaw(frozen)
 
     step.uncached = fn
     return step

@@ -83,9 +83,12 @@ def train_on_samples(model, *, sample: Callable[[int, Any], Any], label: Callabl
                     group["lr"] = lr * (1.0 - decay * step / max(1, steps))
             tokens = sample(batch_size, data)
             loss = torch.nn.functional.cross_entropy(forward(weights, tokens), label(tokens))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            if isinstance(optimiser, _FlatAdamW):
+                optimiser.step(loss)
+            else:
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
             if progress and evaluate_every and (step % evaluate_every == 0 or step == steps - 1):
                 _, accuracy = evaluate(weights, eval_tokens, forward, label)
                 bar.set_postfix_str(f"loss={loss.item():.4f}, acc={accuracy:.4f}")
@@ -135,21 +138,25 @@ class _FlatAdamW:
     def param_groups(self) -> list[dict]:
         return self.torch.param_groups
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for leaf in self.leaves:
-            leaf.grad = None
-        self.torch.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
+    def step(self, loss) -> None:
+        """Backpropagate ``loss`` (``autograd.grad``: the gradients, with no accumulation into ``.grad``) and
+        take one AdamW step."""
         import torch
 
-        if self.flat_in_use and all(leaf.grad is not None for leaf in self.leaves):
-            self.flat.grad = torch.cat([leaf.grad.reshape(-1) for leaf in self.leaves]) if self.leaves else None
+        if not self.flat_in_use:
+            self.torch.zero_grad(set_to_none=True)
+            loss.backward()
+            self.torch.step()
+            return
+        grads = torch.autograd.grad(loss, self.leaves, allow_unused=True)
+        if all(grad is not None for grad in grads):
+            self.flat.grad = torch.cat([grad.reshape(-1) for grad in grads])
             self.torch.step()
             self.flat.grad = None
             return
-        if self.flat_in_use:
-            self._per_tensor()
+        for leaf, grad in zip(self.leaves, grads):
+            leaf.grad = grad
+        self._per_tensor()
         self.torch.step()
 
     def _per_tensor(self) -> None:
