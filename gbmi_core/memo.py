@@ -62,6 +62,8 @@ def _feed(digest, value: Any) -> None:
         digest.update(f"T{value.dtype}{tuple(value.shape)};".encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     elif isinstance(value, np.ndarray):
+        if value.dtype.hasobject:  # its bytes are pointers: identity, not content
+            raise TypeError("counted_memo cannot key on an array of Python objects by its content")
         digest.update(f"N{value.dtype.str}{value.shape};".encode())
         digest.update(np.ascontiguousarray(value).tobytes())
     elif isinstance(value, Interval):

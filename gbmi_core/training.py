@@ -122,7 +122,6 @@ class _FlatAdamW:
     def __init__(self, state: dict, names: list[str], **hyper):
         import torch
 
-        self.names = names
         self.shapes = [state[name].shape for name in names]
         self.sizes = [state[name].numel() for name in names]
         self.flat = torch.cat([state[name].reshape(-1) for name in names]) if names else torch.zeros(0)

@@ -80,6 +80,8 @@ def test_key_sees_dtype_shape_and_kind():
 def test_refuses_what_it_cannot_key_by_content():
     with pytest.raises(TypeError, match="object"):
         memo.content_key("f", object())
+    with pytest.raises(TypeError, match="Python objects"):
+        memo.content_key("f", np.array([object()]))
 
 
 def test_every_call_gets_fresh_tensors():
