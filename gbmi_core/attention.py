@@ -193,9 +193,21 @@ def build_attention_only(*, n_layers: int, d_model: int, d_head: int, d_vocab: i
             "d_vocab_out": d_vocab, "n_ctx": n_ctx, "attn_only": True, "normalization_type": None,
             "positional_embedding_type": "standard", "act_fn": None}
     model = lens.build(arch, seed=seed)
-    lens.freeze(model, [name for name in lens.parameter_names(lens.architecture(model))
-                        if name.rsplit(".", 1)[1].startswith("b_")])
+    lens.freeze(model, _bias_names(model))
     return model
+
+
+def _bias_names(model) -> list[str]:
+    return [name for name in lens.parameter_names(lens.architecture(model)) if name.rsplit(".", 1)[1].startswith("b_")]
+
+
+def frozen_zero_biases(model) -> bool:
+    """Whether every bias of ``model`` is frozen (not trained) and exactly zero, as
+    :func:`build_attention_only` makes them: then a training forward may leave the biases out and compute
+    the same floats (``x + 0.0 == x``)."""
+    names = _bias_names(model)
+    state = lens.canonical_state(model)
+    return not (set(names) & lens.trainable(model)) and not any(bool(state[name].any()) for name in names)
 
 
 def softmax_weight_lower(target_lo: torch.Tensor, others_hi: torch.Tensor, certified: bool = True) -> torch.Tensor:
@@ -230,5 +242,5 @@ def mixture_bounds(weight_lo: torch.Tensor, target_lo: torch.Tensor, target_hi: 
 
 
 __all__ = ["AttentionOnly", "Layer", "attention_only_problems", "attention_only_weights", "build_attention_only",
-           "check_attention_only", "fold_biases",
+           "check_attention_only", "fold_biases", "frozen_zero_biases",
            "mixture_bounds", "softmax_weight_lower"]

@@ -277,9 +277,7 @@ class FlopCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         # Every op of a verification passes here: kept lean (the op called without OpOverload's Python frame,
         # an elementwise op's cost read off its output directly).
-        size, seen = _RULES_SEEN
-        found = seen.get(func) if size == len(COST_RULES) else None
-        rule, name, known, call = found or _rule_of(func)
+        rule, name, known, call = _rule_of(func)
         out = call(*args, **kwargs) if kwargs else call(*args)
         if not known:
             self.unknown_ops[name] += 1

@@ -24,7 +24,7 @@ import contextlib
 import functools
 import hashlib
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from typing import Any, Callable
 
 import attrs
@@ -60,12 +60,12 @@ def _feed(digest, value: Any) -> None:
     if isinstance(value, torch.Tensor):
         array = (value.detach() if value.requires_grad else value).numpy()
         digest.update(f"T{value.dtype}{tuple(value.shape)};".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(np.ascontiguousarray(array))  # the buffer itself: no bytes copy
     elif isinstance(value, np.ndarray):
         if value.dtype.hasobject:  # its bytes are pointers: identity, not content
             raise TypeError("counted_memo cannot key on an array of Python objects by its content")
         digest.update(f"N{value.dtype.str}{value.shape};".encode())
-        digest.update(np.ascontiguousarray(value).tobytes())
+        digest.update(np.ascontiguousarray(value))
     elif isinstance(value, Interval):
         digest.update(f"I{value.certified}{value.lo is value.hi};".encode())
         _feed(digest, value.lo)

@@ -152,16 +152,6 @@ def last_logits(model: Weights, tokens: torch.Tensor, *, biases: bool = True) ->
     return logits + state["unembed.b_U"] if biases else logits
 
 
-def frozen_zero_biases(model) -> bool:
-    """Whether every bias of ``model`` is frozen (not trained) and exactly zero: then
-    ``last_logits(..., biases=False)`` trains it bit for bit as with the biases."""
-    from gbmi_core import lens
-
-    names = [name for name in lens.parameter_names(lens.architecture(model)) if name.rsplit(".", 1)[1].startswith("b_")]
-    state = lens.canonical_state(model)
-    return not (set(names) & lens.trainable(model)) and not any(bool(state[name].any()) for name in names)
-
-
 def unexplained_dimension_brute_force(model) -> int:
     """Brute force explains nothing: the reference counts V^(K+1)."""
     return model.cfg.d_vocab ** (model.cfg.n_ctx + 1)

@@ -7,10 +7,11 @@ import functools
 import torch
 
 from gbmi_core import TrainedModel
+from gbmi_core.attention import frozen_zero_biases
 from gbmi_core.training import train_on_samples
 
 from .config import MaxOfKConfig
-from .model import build_model, frozen_zero_biases, label, last_logits
+from .model import build_model, label, last_logits
 
 
 def sample(config: MaxOfKConfig, count: int, generator: torch.Generator) -> torch.Tensor:
