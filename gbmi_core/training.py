@@ -111,15 +111,21 @@ def train_on_samples(model, *, sample: Callable[[int, Any], Any], label: Callabl
 
 
 class _FlatAdamW:
-    """torch's AdamW over one flat tensor whose slices are the trainable weights (each a leaf of its own
-    for autograd): one update of a dozen ops per step instead of a dozen per weight tensor, which for these
-    small models is a quarter of a step.  AdamW is elementwise and every weight shares its hyperparameters and
-    step count, so every weight gets the same floats as under one AdamW parameter per tensor.  The first step
-    that leaves some weight without a gradient (torch's AdamW skips such a tensor, its step count too) hands
-    the run, state included, to a per-tensor AdamW, which carries on exactly as if it had been used from the
-    start."""
+    """AdamW over one flat tensor whose slices are the trainable weights (each a leaf of its own for
+    autograd): one update of eight ops per step instead of eight per weight tensor.  AdamW is elementwise
+    and every weight shares its hyperparameters and step count, so every weight gets the same floats as under
+    torch's AdamW with one parameter per tensor.
 
-    def __init__(self, state: dict, names: list[str], **hyper):
+    The update is torch's own single-tensor AdamW (``torch.optim.adam._single_tensor_adam`` with decoupled
+    weight decay, no AMSGrad), op for op and with the same Python floats, written out here: torch's
+    optimiser machinery (hooks, profiler records, state lookups) costs several times the update itself on
+    these small models.  ``tests/test_training.py`` pins it bit for bit against ``torch.optim.AdamW``.  The
+    first step that leaves some weight without a gradient (torch's AdamW skips such a tensor, its step count
+    too) hands the run, state included, to a per-tensor ``torch.optim.AdamW``, which carries on exactly as if
+    it had been used from the start."""
+
+    def __init__(self, state: dict, names: list[str], *, lr: float, betas: tuple[float, float],
+                 weight_decay: float, eps: float = 1e-8):
         import torch
 
         self.shapes = [state[name].shape for name in names]
@@ -129,49 +135,59 @@ class _FlatAdamW:
                        for piece, shape in zip(self.flat.split(self.sizes), self.shapes)]
         for name, leaf in zip(names, self.leaves):
             state[name] = leaf
-        self.hyper = hyper
-        self.torch = torch.optim.AdamW([self.flat], **hyper)
-        self.flat_in_use = True
-
-    @property
-    def param_groups(self) -> list[dict]:
-        return self.torch.param_groups
+        self.hyper = {"betas": tuple(betas), "weight_decay": weight_decay, "eps": eps}
+        self.param_groups = [{"lr": lr}]  # the loop's learning-rate schedule writes here, as into torch's
+        self.steps = 0
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
+        self.per_tensor = None  # torch's AdamW, once some step left a weight without a gradient
 
     def step(self, loss) -> None:
         """Backpropagate ``loss`` (``autograd.grad``: the gradients, with no accumulation into ``.grad``) and
         take one AdamW step."""
         import torch
 
-        if not self.flat_in_use:
-            self.torch.zero_grad(set_to_none=True)
+        if self.per_tensor is not None:
+            self.per_tensor.zero_grad(set_to_none=True)
             loss.backward()
-            self.torch.step()
+            self.per_tensor.step()
             return
         grads = torch.autograd.grad(loss, self.leaves, allow_unused=True)
-        if all(grad is not None for grad in grads):
-            self.flat.grad = torch.cat([grad.reshape(-1) for grad in grads])
-            self.torch.step()
-            self.flat.grad = None
+        if any(grad is None for grad in grads):
+            for leaf, grad in zip(self.leaves, grads):
+                leaf.grad = grad
+            self._hand_over()
+            self.per_tensor.step()
             return
-        for leaf, grad in zip(self.leaves, grads):
-            leaf.grad = grad
-        self._per_tensor()
-        self.torch.step()
+        grad = torch.cat([grad.reshape(-1) for grad in grads])
+        lr, (beta1, beta2) = self.param_groups[0]["lr"], self.hyper["betas"]
+        weight_decay, eps = self.hyper["weight_decay"], self.hyper["eps"]
+        self.steps += 1
+        step = float(self.steps)  # torch counts in a float32 tensor and reads it back: exact integers
+        with torch.no_grad():
+            if weight_decay != 0:
+                self.flat.mul_(1 - lr * weight_decay)
+            self.exp_avg.lerp_(grad, 1 - beta1)
+            self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            bias_correction1 = 1 - beta1**step
+            bias_correction2 = 1 - beta2**step
+            step_size = lr / bias_correction1
+            denom = (self.exp_avg_sq.sqrt() / bias_correction2**0.5).add_(eps)
+            self.flat.addcdiv_(self.exp_avg, denom, value=-step_size)
 
-    def _per_tensor(self) -> None:
-        """Switch to one AdamW parameter per weight, each starting from its slice of the flat state."""
+    def _hand_over(self) -> None:
+        """Switch to torch's AdamW with one parameter per weight, each starting from its slice of the flat state."""
         import torch
 
-        flat_state = self.torch.state.get(self.flat, {})
-        group = self.torch.param_groups[0]
-        per_tensor = torch.optim.AdamW(self.leaves, **{**self.hyper, "lr": group["lr"]})
-        if flat_state:
-            moments = {key: flat_state[key].split(self.sizes) for key in ("exp_avg", "exp_avg_sq")}
+        per_tensor = torch.optim.AdamW(self.leaves, lr=self.param_groups[0]["lr"], **self.hyper)
+        if self.steps:
+            moments = {"exp_avg": self.exp_avg.split(self.sizes), "exp_avg_sq": self.exp_avg_sq.split(self.sizes)}
             for i, leaf in enumerate(self.leaves):
-                per_tensor.state[leaf] = {"step": flat_state["step"].clone(),
+                per_tensor.state[leaf] = {"step": torch.tensor(float(self.steps), dtype=torch.float32),
                                           "exp_avg": moments["exp_avg"][i].view(self.shapes[i]).clone(),
                                           "exp_avg_sq": moments["exp_avg_sq"][i].view(self.shapes[i]).clone()}
-        self.torch, self.flat_in_use = per_tensor, False
+        self.param_groups = per_tensor.param_groups
+        self.per_tensor = per_tensor
 
 
 __all__ = ["EVAL_STREAM", "TRAIN_STREAM", "evaluate", "generator", "train_on_samples"]
