@@ -251,7 +251,7 @@ def test_checking_several_bundles_in_one_process_judges_each_alone(registry, tmp
         assert verdicts == {path: path != paths[0] for path in paths}
 
 
-@pytest.mark.parametrize("unembed", [1.0, 30.0, 300.0])
+@pytest.mark.parametrize("unembed", [1.0, 5.0, 30.0, 300.0])
 def test_the_mean_loss_matches_float64_when_most_inputs_are_far_from_wrong(unembed):
     """With logits scaled up, most inputs of a trained model have every wrong logit tens of nats below the
     right one: the screen takes e^(max d) as their loss instead of an exponential per output.  The mean
@@ -264,6 +264,31 @@ def test_the_mean_loss_matches_float64_when_most_inputs_are_far_from_wrong(unemb
     P = paths(model)
     exact = classify_indices(P, _path_tables(P), torch.arange(16**4), decide=False)[1]
     far = float((exact < 15 * math.exp(-_FAR)).double().mean())
-    assert far > 0.99 if unembed > 1 else far == 0  # the shortcut is taken (or not) as intended
+    if unembed != 5.0:  # 5: the float32 logits leave the unshifted loss's range, and some inputs are far
+        assert far > 0.99 if unembed > 1 else far == 0  # the shortcut is taken (or not) as intended
     bound = brute_force(model)
     assert bound.extra["mean_loss"] == pytest.approx(float(exact.mean()), rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_the_unshifted_loss_matches_float64_within_its_range(in_place):
+    """The block loss without a shift (every ``logit · log2(e)`` within ``[-119, 99]``) and the shifted one agree
+    with float64 on random blocks: logits of -80 .. 65 nats, normalisers Z of 1 .. 3, the right slot -inf."""
+    from gbmi_max_of_k.brute_force import _LOG2E, _loss, _plain_loss
+
+    generator = torch.Generator().manual_seed(0)
+    rows, keys, V = 40, 7, 33
+    logit = torch.rand(rows, keys, V, generator=generator, dtype=torch.float64) * 145 - 80
+    Z = torch.rand(rows, keys, generator=generator, dtype=torch.float64) * 2 + 1
+    m = torch.randint(0, V, (rows, keys), generator=generator)
+    logit.scatter_(-1, m[..., None], torch.rand(rows, keys, 1, generator=generator, dtype=torch.float64) * 145 - 80)
+    right = logit.gather(-1, m[..., None])[..., 0]
+    wrong = logit.scatter(-1, m[..., None], float("-inf"))
+    expected = torch.log1p((wrong - right[..., None]).exp().sum(-1))
+    L = (wrong * Z[..., None]).float()  # Z · logits, as the screen makes them
+    r, scale = (right * Z).float(), (_LOG2E / Z).float()
+    t = ((wrong.amax(-1) - right) * 1.0).clamp(min=0).float()
+    plain = _plain_loss(L.clone(), r, scale, in_place=in_place)
+    shifted = _loss(L.clone(), r, scale, t, in_place=in_place)
+    assert torch.allclose(plain, expected, rtol=2e-5, atol=0)
+    assert torch.allclose(shifted.double(), expected, rtol=2e-5, atol=1e-30)

@@ -27,7 +27,8 @@ Three stages, each sound on its own:
    Every input is decided: ``extra["undecided"]`` is always 0.
 
 The mean loss (not part of the bound) is the float32 screen's, made stable by the per-input shift, with
-non-finite entries recomputed from float64 log-sum-exp.  Where most of a block's inputs have every wrong logit
+non-finite entries recomputed from float64 log-sum-exp.  Where the path tables keep every logit within float32's
+range for ``2^x`` (:func:`_plain_loss`), no shift is needed: the right logit is divided out of each input's sum.  Where most of a block's inputs have every wrong logit
 more than :data:`_FAR` nats below the right one (sharp models), only the others take an exponential per
 output; each far input's loss is taken as ``e^(max d)``, within ``(V-1) e^-_FAR`` of the truth.
 """
@@ -126,14 +127,14 @@ def _prefix_rows(Qt: _Query, q: int, n: int, V: int):
     return M, A, Z, B, top
 
 
-def _row_blocks(M: torch.Tensor, row_block: int) -> list[slice]:
-    """Cut rows sorted by their largest score into blocks of at most ``row_block`` rows whose scores lie
-    within :data:`SPREAD` of the block's first (greedy, so as few blocks as the two limits allow)."""
+def _row_blocks(M: torch.Tensor, row_block: int) -> list[tuple[int, int]]:
+    """Cut rows sorted by their largest score into blocks ``[start, end)`` of at most ``row_block`` rows whose
+    scores lie within :data:`SPREAD` of the block's first (greedy, so as few blocks as the two limits allow)."""
     reach = torch.searchsorted(M, M + SPREAD, right=True).tolist()  # first row beyond SPREAD of each row
     blocks, start = [], 0
     while start < len(reach):
         end = min(reach[start], start + row_block)
-        blocks.append(slice(start, end))
+        blocks.append((start, end))
         start = end
     return blocks
 
@@ -148,75 +149,116 @@ def _loss(logits, right, scale, t, in_place=False):
     return t + torch.log1p(torch.expm1(-t) + total)
 
 
+def _plain_loss(logits, right, scale, in_place=False):
+    """:func:`_loss` for logits whose every ``logit · scale`` lies in ``[-120, 100]`` (the caller checks the path
+    tables' range), so that each ``2^(logit · scale)`` is a normal float32 and their sum cannot overflow: no
+    shift and no clamp over the block (two passes fewer), the right logit divided out of the sum in float64."""
+    shifted = logits.mul_(scale[..., None]) if in_place else logits * scale[..., None]
+    total = shifted.exp2_().sum(-1).double()
+    return torch.log1p(total * torch.exp2(-(right.double() * scale)))
+
+
+#: Logits per nat's worth of path table within which :func:`_plain_loss` applies: ``log2(e) · b`` in
+#: ``[-120, 100]`` for every entry ``b`` of the path tables (a logit is a weighted mean of them), with room
+#: for float32 rounding.
+_PLAIN_LOW, _PLAIN_HIGH = -119.0, 99.0
+
+
 def _screen_query(Qt: _Query, q: int, n: int, V: int, sizes: tuple[int, int], with_loss: bool, buffers: dict):
     """The float32 screen of every input with query token ``q``.
 
     Returns ``(correct, undecided, loss, overflowed)``: the count proved correct, the sequence numbers
     left for float64, the summed float32 loss, and the sequence numbers whose float32 loss overflowed.
+
+    Everything that does not need a block's logits (each row normalised to its block, each key's weight
+    against each block, the allowances, the loss's normalisers, where each input's right answer sits) is
+    computed once per query for all blocks: sharp models cut a query's rows into dozens of small blocks,
+    where a hundred small ops per block used to cost more than the logits themselves.
     """
     key_block, row_block = sizes
     M, A, Z, B, top = _prefix_rows(Qt, q, n, V)
     order = M.argsort()  # rows by their largest score, so that a block's scores are close
     M, A, Z, B, top = M[order], A[order], Z[order], B[order], top[order]
-    margin = torch.empty(V, len(M), dtype=torch.float64)  # [keys, rows], sorted rows
-    allowance = torch.empty_like(margin)
-    losses = torch.zeros(V, len(M)) if with_loss else None
-    b_last = Qt.b[n - 2].float()  # [V(k), V(x)]
-    for rows in _row_blocks(M, row_block):
-        M_block = M[rows].max()
-        scale = (M[rows] - M_block).exp()  # rows normalised to the block's largest score
-        A_blk = (A[rows] * scale[:, None]).float()
-        Z_blk, B_blk = Z[rows] * scale, B[rows] * scale
-        for k0 in range(0, V, key_block):
-            ks = slice(k0, min(k0 + key_block, V))
-            s_k = Qt.s[n - 2, ks]
-            S = torch.maximum(s_k, M_block)
-            alpha, gamma = (s_k - S).exp(), (M_block - S).exp()  # one of each pair is 1
-            # Weights below 2^-100 of the largest are dropped (float32 subnormals are slow); the allowance
-            # below pays for them in full.
-            dropped_a, dropped_g = alpha < _NEGLIGIBLE, gamma < _NEGLIGIBLE
-            a32 = alpha.masked_fill(dropped_a, 0.0).float()
-            g32 = gamma.masked_fill(dropped_g, 0.0).float()
-            logits = _buffer(buffers, "logits", (len(s_k), len(Z_blk), V))
-            torch.addcmul((a32[:, None] * b_last[ks])[:, None, :], g32[:, None, None],
-                          A_blk[None], out=logits)  # [keys, rows, V] = Z · logits
-            m = torch.maximum(torch.arange(V)[ks, None], top[None, rows])  # [keys, rows]: the max token
-            at_m = _steps(buffers, m.numel(), V) + m.reshape(-1)
+    R = len(M)
+    blocks = _row_blocks(M, row_block)
+    ends = torch.tensor([end for _, end in blocks])
+    block_of_row = torch.searchsorted(ends, torch.arange(R), right=True)  # [R]
+    M_top = M[ends - 1]  # [blocks]: each block's largest score (rows are sorted: its last row's)
+    scale = (M - M_top[block_of_row]).exp()  # every row normalised to its block's largest score
+    A_s = (A * scale[:, None]).float()  # [R, V]
+    Z_s, B_s = Z * scale, B * scale
+    margin = torch.empty(R, V)  # [rows, keys], sorted rows: Z · (logit[m] - the largest wrong logit), float32
+    allowance = torch.empty(R, V, dtype=torch.float64)
+    losses = torch.zeros(R, V) if with_loss else None
+    require(48 * len(blocks) * V, f"brute force's tables for {len(blocks)} row blocks at V={V}")
+    # Every logit is a weighted mean of path-table entries: within range, the loss needs no shift (_plain_loss)
+    plain = _PLAIN_LOW < float(Qt.b.min()) * _LOG2E and float(Qt.b.max()) * _LOG2E < _PLAIN_HIGH
+    for k0 in range(0, V, key_block):
+        ks = slice(k0, min(k0 + key_block, V))
+        nk = ks.stop - ks.start
+        s_k = Qt.s[n - 2, ks]
+        S = torch.maximum(s_k[None, :], M_top[:, None])  # [blocks, keys]
+        alpha, gamma = (s_k[None, :] - S).exp(), (M_top[:, None] - S).exp()  # one of each pair is 1
+        # Weights below 2^-100 of the largest are dropped (float32 subnormals are slow); the allowance pays
+        # for them in full.
+        dropped_a, dropped_g = alpha < _NEGLIGIBLE, gamma < _NEGLIGIBLE
+        a32 = alpha.masked_fill(dropped_a, 0.0).float()
+        g32 = gamma.masked_fill(dropped_g, 0.0).float()[:, None, :, None]  # [blocks, 1, keys, 1]
+        b_k = Qt.b[n - 2, ks].float()  # [keys, V]
+        coef_a = (alpha * (1 + 2 * dropped_a / Qt.c_sum)) * Qt.budget[n - 2, ks][None, :]
+        coef_g = gamma * (1 + 2 * dropped_g / Qt.c_sum)
+        torch.mul(coef_g[block_of_row], B_s[:, None], out=allowance[:, ks]).add_(coef_a[block_of_row])
+        # Where each input's right answer sits in its block's flat logits: ((row - block start) · keys + key) · V + m
+        m = torch.maximum(top[:, None], torch.arange(V)[None, ks])  # [R, keys]: the max token
+        starts = torch.tensor([start for start, _ in blocks])
+        at = m.add_(_steps(buffers, R * nk, V).view(R, nk)).sub_((starts * (nk * V))[block_of_row][:, None])
+        if with_loss:
+            inv_Z = (1.0 / (alpha[block_of_row] + gamma[block_of_row] * Z_s[:, None])).float()  # [R, keys]
+            minus_inv_Z, inv_Z2 = -inv_Z, inv_Z * _LOG2E
+        for j, (start, end) in enumerate(blocks):
+            rows = slice(start, end)
+            logits = _buffer(buffers, "logits", (end - start, nk, V))
+            torch.addcmul(a32[j, :, None] * b_k, g32[j], A_s[rows, None, :], out=logits)  # [rows, keys, V] = Z · logits
             flat = logits.view(-1)
-            right = flat[at_m].view(m.shape)
+            at_m = at[rows].view(-1)
+            right = flat.gather(0, at_m).view(end - start, nk)
             flat.index_put_((at_m,), buffers["-inf"])  # only the wrong outputs x != m remain
-            gap = right - logits.amax(-1)  # Z · (logit[m] - the largest wrong logit)
-            margin[ks, rows] = gap  # > 0: correct
-            allowance[ks, rows] = (alpha * (1 + 2 * dropped_a / Qt.c_sum))[:, None] * Qt.budget[n - 2, ks][:, None] \
-                + (gamma * (1 + 2 * dropped_g / Qt.c_sum))[:, None] * B_blk[None]
-            if with_loss:  # log(1 + Σ_{x≠m} exp(d_x)), d_x = logit[x] - logit[m], shifted by t = max(0, max d)
-                inv_Z = (1.0 / (alpha[:, None] + gamma[:, None] * Z_blk[None])).float()
-                t = (-gap * inv_Z).clamp_(min=0)
-                inv_Z2 = inv_Z * _LOG2E
-                d_max = -gap * inv_Z  # the largest d_x
+            gap = torch.sub(right, logits.amax(-1), out=margin[rows, ks])  # > 0: correct
+            if with_loss:  # log(1 + Σ_{x≠m} exp(d_x)), d_x = logit[x] - logit[m]
+                d_max = gap * minus_inv_Z[rows]  # the largest d_x
                 near = ~(d_max < -_FAR)  # NaN too: the float64 path takes non-finite losses
                 count = int(near.sum())
-                if count > near.numel() // 4:
-                    losses[ks, rows] = _loss(logits, right, inv_Z2, t, in_place=True)  # logits' last use
+                if count > near.numel() // 4:  # logits' last use: overwritten
+                    losses[rows, ks] = (_plain_loss(logits, right, inv_Z2[rows], in_place=True) if plain else
+                                        _loss(logits, right, inv_Z2[rows], d_max.clamp(min=0), in_place=True))
                 else:  # most inputs far from wrong (sharp logits): exponentials only for the others
-                    block = d_max.exp()  # a far input's loss: between e^d_max and (V-1) e^d_max < e^-_FAR V
+                    idx = near.view(-1).nonzero()[:, 0] if count else None
                     if count:
-                        at = near.view(-1).nonzero()[:, 0]
-                        block.view(-1)[at] = _loss(logits.view(-1, V)[at], right.view(-1)[at], inv_Z2.view(-1)[at],
-                                                   t.view(-1)[at])
-                    losses[ks, rows] = block
+                        args = logits.view(-1, V)[idx], right.view(-1)[idx], inv_Z2[rows].reshape(-1)[idx]
+                        near_loss = _plain_loss(*args) if plain else _loss(*args, d_max.view(-1)[idx].clamp(min=0))
+                    # A far input's loss: between e^d_max and (V-1) e^d_max < e^-_FAR V; below e^-87 (float32
+                    # subnormals, tens of times slower to make) taken as e^-87, some 1e-38.
+                    block = d_max.clamp_(min=-87.0).exp_()
+                    if count:
+                        block.view(-1)[idx] = near_loss.to(block.dtype)
+                    losses[rows, ks] = block
     allowance += 2 * (n + 4) * ETA32
     sure = margin > allowance
-    unsure = ~(sure | (margin < -allowance))  # NaN lands here too
-    where = unsure.nonzero()
-    first = q * V * len(M)  # sequence number = row + rows · (key + V · q)
-    undecided = order[where[:, 1]] + where[:, 0] * len(M) + first
-    loss, overflowed = torch.zeros((), dtype=torch.float64), torch.zeros(0, dtype=torch.int64)
+    unsure = ~(margin.abs() > allowance)  # neither surely right nor surely wrong; NaN lands here too
+    first = q * V * R  # sequence number = row + rows · (key + V · q)
+    none = torch.zeros(0, dtype=torch.int64)
+
+    def numbers(where):  # [rows, keys] positions -> sequence numbers
+        return order[where[:, 0]] + where[:, 1] * R + first
+
+    undecided = numbers(unsure.nonzero()) if bool(unsure.any()) else none
+    loss, overflowed = torch.zeros((), dtype=torch.float64), none
     if with_loss:
-        finite = torch.isfinite(losses)
-        loss = losses[finite].sum(dtype=torch.float64)
-        where = (~finite).nonzero()
-        overflowed = order[where[:, 1]] + where[:, 0] * len(M) + first
+        loss = losses.sum(dtype=torch.float64)
+        if not bool(loss.isfinite()):  # some float32 loss overflowed (or is NaN): float64 takes those
+            finite = torch.isfinite(losses)
+            loss = losses[finite].sum(dtype=torch.float64)
+            overflowed = numbers((~finite).nonzero())
     return int(sure.sum()), undecided, loss, overflowed
 
 
