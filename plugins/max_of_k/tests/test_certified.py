@@ -292,3 +292,24 @@ def test_the_unshifted_loss_matches_float64_within_its_range(in_place):
     shifted = _loss(L.clone(), r, scale, t, in_place=in_place)
     assert torch.allclose(plain, expected, rtol=2e-5, atol=0)
     assert torch.allclose(shifted.double(), expected, rtol=2e-5, atol=1e-30)
+
+
+@pytest.mark.parametrize("scale", [40.0, 100.0, 200.0])
+def test_small_blocks_computed_together_stay_exact(scale, monkeypatch):
+    """Sharp attention cuts a query's rows into many small blocks, which the screen computes together (each row
+    with its own block's key weights): the count equals the exact one and the mean loss float64's."""
+    import gbmi_max_of_k.brute_force as bf
+
+    def sharpen(m):
+        m["blocks.0.attn.W_Q"].mul_(scale)
+        m["blocks.0.attn.W_K"].mul_(scale)
+
+    model = _edit(small_model(6, 4, d_model=8, seed=11), sharpen)
+    grouped, real = [], bf._block_groups
+    monkeypatch.setattr(bf, "_block_groups", lambda blocks, row_block: grouped.append(real(blocks, row_block)) or grouped[-1])
+    bound = bf.brute_force(model)
+    assert any(j is None for groups in grouped for _, _, j in groups)  # some group held several blocks
+    P = paths(model)
+    status, losses, _ = bf.classify_indices(P, bf._path_tables(P), torch.arange(6**4))
+    assert bound.correct_count == int((status == CORRECT).sum())
+    assert bound.extra["mean_loss"] == pytest.approx(float(losses.mean()), rel=1e-6)

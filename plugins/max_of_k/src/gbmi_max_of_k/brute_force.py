@@ -139,6 +139,23 @@ def _row_blocks(M: torch.Tensor, row_block: int) -> list[tuple[int, int]]:
     return blocks
 
 
+def _block_groups(blocks: list[tuple[int, int]], row_block: int) -> list[tuple[int, int, int | None]]:
+    """Consecutive blocks of fewer than ``row_block / 4`` rows gathered into groups of at most ``row_block`` rows,
+    computed together: ``(start, end, j)`` with ``j`` the block's index when the group is one block, else None.
+    Sharp models cut a query's rows into dozens of small blocks; a group pays the fixed cost of each op once."""
+    small = max(1, row_block // 4)
+    groups, i = [], 0
+    while i < len(blocks):
+        start, end = blocks[i]
+        j = i + 1
+        if end - start < small:
+            while j < len(blocks) and blocks[j][1] - blocks[j][0] < small and blocks[j][1] - start <= row_block:
+                j += 1
+        groups.append((start, blocks[j - 1][1], i if j == i + 1 else None))
+        i = j
+    return groups
+
+
 def _loss(logits, right, scale, t, in_place=False):
     """Each input's ``t + log(e^-t + Σ_{x≠m} 2^((logit_x - logit_m) scale - t log2 e))`` with ``scale =
     log2(e) / Z``: its loss ``log(1 + Σ e^(d_x))`` (the right logit's slot holds -inf).  ``in_place``
@@ -181,8 +198,11 @@ def _screen_query(Qt: _Query, q: int, n: int, V: int, sizes: tuple[int, int], wi
     M, A, Z, B, top = M[order], A[order], Z[order], B[order], top[order]
     R = len(M)
     blocks = _row_blocks(M, row_block)
+    groups = _block_groups(blocks, row_block)
     ends = torch.tensor([end for _, end in blocks])
     block_of_row = torch.searchsorted(ends, torch.arange(R), right=True)  # [R]
+    group_starts = torch.tensor([start for start, _, _ in groups])
+    group_start_of_row = group_starts[torch.searchsorted(group_starts, torch.arange(R), right=True) - 1]  # [R]
     M_top = M[ends - 1]  # [blocks]: each block's largest score (rows are sorted: its last row's)
     scale = (M - M_top[block_of_row]).exp()  # every row normalised to its block's largest score
     A_s = (A * scale[:, None]).float()  # [R, V]
@@ -210,15 +230,19 @@ def _screen_query(Qt: _Query, q: int, n: int, V: int, sizes: tuple[int, int], wi
         torch.mul(coef_g[block_of_row], B_s[:, None], out=allowance[:, ks]).add_(coef_a[block_of_row])
         # Where each input's right answer sits in its block's flat logits: ((row - block start) · keys + key) · V + m
         m = torch.maximum(top[:, None], torch.arange(V)[None, ks])  # [R, keys]: the max token
-        starts = torch.tensor([start for start, _ in blocks])
-        at = m.add_(_steps(buffers, R * nk, V).view(R, nk)).sub_((starts * (nk * V))[block_of_row][:, None])
+        at = m.add_(_steps(buffers, R * nk, V).view(R, nk)).sub_((group_start_of_row * (nk * V))[:, None])
+        if len(groups) < len(blocks):  # some groups hold several blocks: each row's own key weights
+            a32_rows, g32_rows = a32[block_of_row][..., None], g32[block_of_row, 0]  # [R, keys, 1]
         if with_loss:
             inv_Z = (1.0 / (alpha[block_of_row] + gamma[block_of_row] * Z_s[:, None])).float()  # [R, keys]
             minus_inv_Z, inv_Z2 = -inv_Z, inv_Z * _LOG2E
-        for j, (start, end) in enumerate(blocks):
+        for start, end, j in groups:
             rows = slice(start, end)
-            logits = _buffer(buffers, "logits", (end - start, nk, V))
-            torch.addcmul(a32[j, :, None] * b_k, g32[j], A_s[rows, None, :], out=logits)  # [rows, keys, V] = Z · logits
+            logits = _buffer(buffers, "logits", (end - start, nk, V))  # [rows, keys, V] = Z · logits
+            if j is not None:  # one block: its keys' weights are shared by its rows
+                torch.addcmul(a32[j, :, None] * b_k, g32[j], A_s[rows, None, :], out=logits)
+            else:  # small blocks together: the same products, each row with its block's weights
+                torch.mul(a32_rows[rows], b_k, out=logits).addcmul_(g32_rows[rows], A_s[rows, None, :])
             flat = logits.view(-1)
             at_m = at[rows].view(-1)
             right = flat.gather(0, at_m).view(end - start, nk)
