@@ -28,9 +28,10 @@ Three stages, each sound on its own:
 
 The mean loss (not part of the bound) is the float32 screen's, made stable by the per-input shift, with
 non-finite entries recomputed from float64 log-sum-exp.  Where the path tables keep every logit within float32's
-range for ``2^x`` (:func:`_plain_loss`), no shift is needed: the right logit is divided out of each input's sum.  Where most of a block's inputs have every wrong logit
-more than :data:`_FAR` nats below the right one (sharp models), only the others take an exponential per
-output; each far input's loss is taken as ``e^(max d)``, within ``(V-1) e^-_FAR`` of the truth.
+range for ``2^x`` (:func:`_plain_loss`), no shift is needed: the right logit is divided out of each input's sum.
+Where most of a block's inputs have every wrong logit more than :data:`_FAR` nats below the right one (sharp
+models), only the others take an exponential per output; each far input's loss is taken as ``e^(max d)``, within
+``(V-1) e^-_FAR`` of the truth.
 """
 
 from __future__ import annotations
@@ -175,9 +176,8 @@ def _plain_loss(logits, right, scale, in_place=False):
     return torch.log1p(total * torch.exp2(-(right.double() * scale)))
 
 
-#: Logits per nat's worth of path table within which :func:`_plain_loss` applies: ``log2(e) · b`` in
-#: ``[-120, 100]`` for every entry ``b`` of the path tables (a logit is a weighted mean of them), with room
-#: for float32 rounding.
+#: :func:`_plain_loss` applies where ``log2(e) · b`` lies in ``[-120, 100]`` for every entry ``b`` of the path
+#: tables (a logit is a weighted mean of them), with room for float32 rounding.
 _PLAIN_LOW, _PLAIN_HIGH = -119.0, 99.0
 
 
