@@ -318,10 +318,12 @@ def brute_force(model, *, block_elements: int = 1 << 22, with_loss: bool = True)
         raise TooLarge(f"brute force over {V}^{n} = {total:.3g} inputs is infeasible here (limit {MAX_INPUTS:.3g})")
     if n < 2:
         raise GbmiError("brute force needs K >= 2")
-    # The path tables (OV is [K, V, V] intervals, a few copies alive) and the float32 block (4 bytes a logit; the
-    # loss of a block's near inputs and the per-input tables take at most 4 more).  Blocks of 4M logits: the
-    # per-block ops (about a hundred, each paying the FLOP counter's dispatch) stay a small share.
-    require(8 * 8 * n * V * V + 32 * block_elements, f"brute force at V={V}, K={n}")
+    # The path tables (OV is [K, V, V] intervals, a few copies alive), the float32 block (4 bytes a logit; the
+    # loss of a block's near inputs takes at most 4 more) and one query's per-input tables (its V^(K-2) rows x V
+    # keys: the prefix sums and their sorted copy, float64, margins, allowances, losses, right answers' places,
+    # each row's key weights and normalisers, with their temporaries: about 112 bytes an input).  Blocks of 4M
+    # logits: the per-block ops (about thirty, each paying the FLOP counter's dispatch) stay a small share.
+    require(8 * 8 * n * V * V + 32 * block_elements + 112 * V ** (n - 1), f"brute force at V={V}, K={n}")
     T = _path_tables(P)
     rows = V ** (n - 2)
     key_block = max(1, min(V, block_elements // (V * min(rows, 256))))
