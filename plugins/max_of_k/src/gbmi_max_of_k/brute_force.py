@@ -200,9 +200,10 @@ def _screen_query(Qt: _Query, q: int, n: int, V: int, sizes: tuple[int, int], wi
     blocks = _row_blocks(M, row_block)
     groups = _block_groups(blocks, row_block)
     ends = torch.tensor([end for _, end in blocks])
-    block_of_row = torch.searchsorted(ends, torch.arange(R), right=True)  # [R]
+    row = torch.arange(R)
+    block_of_row = torch.searchsorted(ends, row, right=True)  # [R]
     group_starts = torch.tensor([start for start, _, _ in groups])
-    group_start_of_row = group_starts[torch.searchsorted(group_starts, torch.arange(R), right=True) - 1]  # [R]
+    group_start_of_row = group_starts[torch.searchsorted(group_starts, row, right=True) - 1]  # [R]
     M_top = M[ends - 1]  # [blocks]: each block's largest score (rows are sorted: its last row's)
     scale = (M - M_top[block_of_row]).exp()  # every row normalised to its block's largest score
     A_s = (A * scale[:, None]).float()  # [R, V]
@@ -256,14 +257,13 @@ def _screen_query(Qt: _Query, q: int, n: int, V: int, sizes: tuple[int, int], wi
                     losses[rows, ks] = (_plain_loss(logits, right, inv_Z2[rows], in_place=True) if plain else
                                         _loss(logits, right, inv_Z2[rows], d_max.clamp(min=0), in_place=True))
                 else:  # most inputs far from wrong (sharp logits): exponentials only for the others
-                    idx = near.view(-1).nonzero()[:, 0] if count else None
-                    if count:
-                        args = logits.view(-1, V)[idx], right.view(-1)[idx], inv_Z2[rows].reshape(-1)[idx]
-                        near_loss = _plain_loss(*args) if plain else _loss(*args, d_max.view(-1)[idx].clamp(min=0))
                     # A far input's loss: between e^d_max and (V-1) e^d_max < e^-_FAR V; below e^-87 (float32
                     # subnormals, tens of times slower to make) taken as e^-87, some 1e-38.
-                    block = d_max.clamp_(min=-87.0).exp_()
+                    block = d_max.clamp(min=-87.0).exp_()
                     if count:
+                        idx = near.view(-1).nonzero()[:, 0]
+                        args = logits.view(-1, V)[idx], right.view(-1)[idx], inv_Z2[rows].reshape(-1)[idx]
+                        near_loss = _plain_loss(*args) if plain else _loss(*args, d_max.view(-1)[idx].clamp(min=0))
                         block.view(-1)[idx] = near_loss.to(block.dtype)
                     losses[rows, ks] = block
     allowance += 2 * (n + 4) * ETA32
